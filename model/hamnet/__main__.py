@@ -1,0 +1,5 @@
+import sys
+
+from hamnet.cli import main
+
+sys.exit(main())
