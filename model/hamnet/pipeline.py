@@ -1,0 +1,184 @@
+"""Video file -> action segments: probe, decode, snippets, backbone, HAM-Net head, post-processing.
+
+This is the one function the CLI (``hamnet predict VIDEO``) and the worker call. Why sessions are
+cached per process: creating the ONNX Runtime sessions (and, for I3D, loading ~100 MB of
+weights) costs far more than a short video's inference; a worker process serves many jobs with
+the same bundle, so backbones and heads are built lazily once per bundle checksum and reused.
+
+Times in the result are seconds from the first video frame. ``segments`` are clipped to the
+decoded video length, because the last snippet of a video shorter than one snippet is padded
+(see :mod:`hamnet.video.snippets`) and a segment must not end after the video does.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hamnet.bundle import Bundle, load_bundle
+from hamnet.errors import ConfigError
+
+Progress = Callable[[str, float], None]
+
+_lock = threading.Lock()
+_backbones: dict[str, Any] = {}
+_heads: dict[str, Any] = {}
+_bundles: dict[str, Bundle] = {}
+
+
+def clear_caches() -> None:
+    """Forget cached bundles and sessions (tests; workers reloading models)."""
+    with _lock:
+        _backbones.clear()
+        _heads.clear()
+        _bundles.clear()
+
+
+def get_bundle(bundle: Bundle | str | Path) -> Bundle:
+    """A loaded bundle, cached by path so checksums are verified once per process."""
+    if isinstance(bundle, Bundle):
+        return bundle
+    key = str(Path(bundle).resolve())
+    with _lock:
+        if key not in _bundles:
+            _bundles[key] = load_bundle(bundle)
+        return _bundles[key]
+
+
+def get_backbone(bundle: Bundle, providers: list[str] | None = None) -> Any:
+    from hamnet.video.backbone import load_backbone
+
+    key = f"{bundle.checksum}:{bundle.root}"
+    with _lock:
+        if key not in _backbones:
+            _backbones[key] = load_backbone(bundle.backbone, bundle.root, providers=providers)
+        return _backbones[key]
+
+
+def get_head(bundle: Bundle, providers: list[str] | None = None) -> Any:
+    from hamnet.localize import HeadSession
+
+    key = str(bundle.head_path)
+    with _lock:
+        if key not in _heads:
+            _heads[key] = HeadSession(bundle.head_path, providers=providers)
+        return _heads[key]
+
+
+def _filter_labels(
+    items: list[dict[str, Any]],
+    include: Iterable[str] | None,
+    exclude: Iterable[str] | None,
+    classes: tuple[str, ...],
+) -> list[dict[str, Any]]:
+    inc = set(include) if include else None
+    exc = set(exclude) if exclude else set()
+    unknown = sorted(((inc or set()) | exc) - set(classes))
+    if unknown:
+        raise ConfigError(
+            f"unknown label(s) {', '.join(unknown)}; this model knows: {', '.join(classes)}"
+        )
+    return [
+        it for it in items if (inc is None or it["label"] in inc) and it["label"] not in exc
+    ]
+
+
+def predict_video(
+    bundle: Bundle | str | Path,
+    video_path: str | Path,
+    progress: Progress | None = None,
+    min_score: float | None = None,
+    include: Iterable[str] | None = None,
+    exclude: Iterable[str] | None = None,
+    profile: str | None = None,
+    batch_size: int = 8,
+    max_seconds: float | None = None,
+) -> dict[str, Any]:
+    """Localize the bundle's actions in ``video_path``.
+
+    ``progress(stage, fraction)`` is called with stages ``probe``, ``extract`` (0..1 over the
+    video), ``localize``, ``postprocess`` and ``done``. ``min_score`` drops segments scoring
+    below it; ``include``/``exclude`` keep/drop labels (unknown labels are a
+    :class:`ConfigError`); ``profile`` overrides the bundle's post-processing profile
+    (``official``/``fixed``/``custom``). ``max_seconds`` analyses only the start of the video.
+    """
+    from hamnet.postprocess import predict_from_outputs
+    from hamnet.video.backbone import extract_features
+
+    b = get_bundle(bundle)
+    report = progress or (lambda stage, fraction: None)
+    timings: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    report("probe", 0.0)
+    backbone = get_backbone(b)
+    head = get_head(b)
+    timings["load_s"] = time.perf_counter() - t0
+
+    t1 = time.perf_counter()
+    feats, info, spans = extract_features(
+        backbone, video_path, progress=report, batch_size=batch_size, max_seconds=max_seconds
+    )
+    timings["extract_s"] = time.perf_counter() - t1
+
+    t2 = time.perf_counter()
+    report("localize", 0.0)
+    elem, atn = head.run(feats, name=str(video_path))
+    timings["head_s"] = time.perf_counter() - t2
+
+    t3 = time.perf_counter()
+    report("postprocess", 0.0)
+    cfg = b.postprocess if profile is None else replace(b.postprocess, profile=profile)
+    out = predict_from_outputs(elem, atn, list(b.classes), cfg)
+    timings["postprocess_s"] = time.perf_counter() - t3
+
+    # Video length: what the container declares, else what the snippets cover.
+    duration = info.duration if info.duration > 0 else float(spans[-1, 1])
+    if max_seconds is not None:
+        duration = min(duration, max_seconds)
+    segments = []
+    for seg in out["segments"]:
+        if min_score is not None and seg["score"] < min_score:
+            continue
+        start = float(min(max(seg["start"], 0.0), duration))
+        end = float(min(max(seg["end"], 0.0), duration))
+        if end <= start:
+            continue
+        segments.append(seg | {"start": start, "end": end})
+    segments = _filter_labels(segments, include, exclude, b.classes)
+    classes = _filter_labels(out["classes"], include, exclude, b.classes)
+    attention = np.asarray(atn, dtype=np.float64).reshape(-1)
+    timings["total_s"] = time.perf_counter() - t0
+    report("done", 1.0)
+    return {
+        "video": {
+            "duration": duration,
+            "fps": info.fps,
+            "width": info.width,
+            "height": info.height,
+            "rotation": info.rotation,
+            "codec": info.codec,
+        },
+        "model": {
+            "name": b.name,
+            "version": b.version,
+            "checksum": b.checksum,
+            "backbone": b.backbone.name,
+            "provider": backbone.provider,
+            "head_provider": head.provider,
+            "profile": out.get("profile", cfg.profile),
+        },
+        "segments": segments,
+        "classes": classes,
+        "video_scores": out.get("video_scores", []),
+        "attention": [round(float(x), 6) for x in attention],
+        "snippet_seconds": b.backbone.snippet_seconds,
+        "num_snippets": int(feats.shape[0]),
+        "timings": {k: round(v, 4) for k, v in timings.items()},
+    }

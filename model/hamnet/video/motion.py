@@ -1,0 +1,367 @@
+"""The weight-free ``"motion"`` backbone: hand-crafted motion and appearance descriptors.
+
+Why it exists: the I3D weights cannot be downloaded here, yet HAM-Net needs one feature vector
+per snippet. These descriptors, classic in action recognition before deep features
+(HOF/MBH of dense trajectories, HOG, colour histograms), cost a few milliseconds per frame on
+one CPU core, need no weights, and separate actions that are defined by *how things move*.
+
+Per snippet (``snippet_frames`` frames at ``fps``), frames are converted to gray at a fixed
+working height (``options.work_height``, so features do not depend on the input size), dense
+optical flow is computed between consecutive frames (DIS), and the median flow is subtracted
+(camera/background drift compensation: a drifting background is not an action). Velocities
+are expressed in percent of the frame height per second so they do not depend on the fps
+either. Then, averaged over the snippet's flow fields unless noted:
+
+====================  ====  =================================================================
+block                  dim  what it captures
+====================  ====  =================================================================
+hof_grid               128  orientation histogram of residual flow (8 bins, magnitude-weighted)
+                            on a 4x4 spatial grid: where things move, and which way
+hof_global              24  global 12-bin HOF, mean and max over the snippet's flows
+hof_temporal            24  first-half minus second-half global HOF (12) and its |.| (12):
+                            direction reversals inside the snippet (bounce, slide, zigzag)
+mbh                     80  motion-boundary histograms: 8-bin orientation histograms of the
+                            spatial gradients of u and of v, global + 2x2 grid; zero for
+                            uniform (camera) motion, large at moving object edges
+magnitude               16  fraction of pixels moving faster than 8 thresholds (mean over
+                            the snippet) and 4 of them (max); 95/99th percentile and mean
+                            speed; mean temporal change of the flow
+kinematics              28  magnitude-weighted object velocity per flow: its 8-bin direction
+                            histogram, signed turning-angle histogram (8 bins: orbit turns
+                            steadily, bounce/slide reverse), speed mean/std, |mean velocity|,
+                            acceleration (4); curl and divergence of the flow (mean, |mean|,
+                            mean |.|, std over flows: spin = curl, pulse = divergence) (8)
+diff_grid               16  mean absolute frame difference on a 4x4 grid (motion energy,
+                            no flow needed)
+appearance              68  middle frame: hue histogram weighted by saturation x value (12),
+                            HOG-like gradient-orientation histograms (8 bins, global + 2x2
+                            grid = 40), 4x4 grid of mean luma (16)
+====================  ====  =================================================================
+
+Total: **384** dimensions, float32. Normalisation: every block is power-normalised (signed
+square root) and multiplied by a fixed constant, *not* L2-normalised per snippet, so that the
+amount of motion (what makes a snippet "action" rather than "background") survives; typical
+values are O(0.1-1), like I3D features. ``encode`` is a pure function of its input.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import replace
+from typing import Any
+
+import cv2
+import numpy as np
+
+from hamnet.video.backbone import BackboneSpec
+
+FEATURE_DIM = 384
+_BLOCKS = {
+    "hof_grid": 128,
+    "hof_global": 24,
+    "hof_temporal": 24,
+    "mbh": 80,
+    "magnitude": 16,
+    "kinematics": 28,
+    "diff_grid": 16,
+    "appearance": 68,
+}
+assert sum(_BLOCKS.values()) == FEATURE_DIM
+
+DEFAULT_OPTIONS: dict[str, Any] = {
+    "work_height": 72,  # px: flow and descriptors are computed at this height
+    "dis_preset": "fast",  # DIS optical flow preset: ultrafast | fast | medium
+}
+
+
+def default_spec() -> BackboneSpec:
+    """The spec of the default motion backbone (what ``load_backbone("motion")`` builds).
+
+    12.5 fps and 8-frame snippets: one feature per 0.64 s (the I3D/THUMOS snippet length, so the
+    standard post-processing timing applies) while computing flow on only 7 frame pairs per
+    snippet; at 12.5 fps even slow motion moves far enough between frames to be measured."""
+    return BackboneSpec(
+        name="motion",
+        fps=12.5,
+        snippet_frames=8,
+        resize_shorter=96,
+        crop=None,
+        streams=("rgb", "flow"),
+        normalisation="none",
+        flow_method="dis",
+        feature_dim=FEATURE_DIM,
+        files={},
+        version="1",
+        options=dict(DEFAULT_OPTIONS),
+    )
+
+
+_local = threading.local()
+_DIS_PRESETS = {
+    "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
+    "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+    "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
+}
+
+
+def _flow_fn(method: str, preset: str):
+    """A ``(prev_gray, next_gray) -> [H, W, 2]`` flow function (thread-local OpenCV state)."""
+    if method == "dis":
+        key = f"dis_{preset}"
+        obj = getattr(_local, key, None)
+        if obj is None:
+            obj = cv2.DISOpticalFlow_create(_DIS_PRESETS[preset])
+            setattr(_local, key, obj)
+        return lambda a, b: obj.calc(a, b, None)
+    from hamnet.video.flow import compute_flow
+
+    return lambda a, b: compute_flow(a, b, method)
+
+
+def _psqrt(x: np.ndarray) -> np.ndarray:
+    return np.sign(x) * np.sqrt(np.abs(x))
+
+
+def _cell_index(h: int, w: int, gy: int, gx: int) -> tuple[np.ndarray, np.ndarray]:
+    """Flattened per-pixel cell id of a ``gy x gx`` grid, and pixels per cell."""
+    ys = np.minimum(np.arange(h) * gy // h, gy - 1)
+    xs = np.minimum(np.arange(w) * gx // w, gx - 1)
+    cell = (ys[:, None] * gx + xs[None, :]).ravel()
+    return cell, np.bincount(cell, minlength=gy * gx).astype(np.float64)
+
+
+def _polar(dx: np.ndarray, dy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flattened magnitude and angle in degrees [0, 360) (OpenCV: much faster than numpy)."""
+    mag, ang = cv2.cartToPolar(
+        np.ascontiguousarray(dx, np.float32).ravel(),
+        np.ascontiguousarray(dy, np.float32).ravel(),
+        angleInDegrees=True,
+    )
+    return mag.ravel(), ang.ravel()
+
+
+def _hist(
+    mag: np.ndarray, ang: np.ndarray, bins: int, cell: np.ndarray | None = None, n_cells: int = 1
+) -> np.ndarray:
+    """Magnitude-weighted orientation histogram with centred bins (bin 0 = +x), per cell:
+    ``[n_cells, bins]`` sums, not normalised."""
+    b = (ang * (bins / 360.0) + 0.5).astype(np.int64) % bins
+    idx = b if cell is None else cell * bins + b
+    return np.bincount(idx, weights=mag, minlength=n_cells * bins).reshape(n_cells, bins)
+
+
+def _orient_hist(
+    dx: np.ndarray, dy: np.ndarray, bins: int, cell: np.ndarray | None, n_cells: int
+) -> np.ndarray:
+    mag, ang = _polar(dx, dy)
+    return _hist(mag, ang, bins, cell, n_cells)
+
+
+class MotionBackbone:
+    """Weight-free backbone: see the module docstring for what each dimension measures."""
+
+    def __init__(self, spec: BackboneSpec | None = None) -> None:
+        spec = spec or default_spec()
+        if spec.name != "motion":
+            from hamnet.errors import BundleError
+
+            raise BundleError(f"MotionBackbone needs a spec named 'motion', got {spec.name!r}")
+        opts = {**DEFAULT_OPTIONS, **dict(spec.options)}
+        problems = []
+        if spec.feature_dim != FEATURE_DIM:
+            problems.append(f"feature_dim must be {FEATURE_DIM}, got {spec.feature_dim}")
+        if spec.snippet_frames < 2:
+            problems.append("snippet_frames must be >= 2 (flow needs two frames)")
+        if opts["dis_preset"] not in _DIS_PRESETS:
+            problems.append(f"options.dis_preset must be one of {sorted(_DIS_PRESETS)}")
+        if not (isinstance(opts["work_height"], int) and opts["work_height"] >= 16):
+            problems.append("options.work_height must be an integer >= 16")
+        unknown = sorted(set(opts) - set(DEFAULT_OPTIONS))
+        if unknown:
+            problems.append(f"unknown option(s) {unknown}")
+        if problems:
+            from hamnet.errors import BundleError
+
+            raise BundleError("invalid motion backbone spec: " + "; ".join(problems))
+        self._spec = replace(spec, options=opts)
+        self._opts = opts
+        self._flow = None
+
+    @property
+    def spec(self) -> BackboneSpec:
+        return self._spec
+
+    @property
+    def provider(self) -> str:
+        return "numpy/opencv"
+
+    @property
+    def feature_dim(self) -> int:
+        return FEATURE_DIM
+
+    def encode(self, frames: np.ndarray) -> np.ndarray:
+        """uint8 ``[N, F, H, W, 3]`` RGB snippets -> float32 ``[N, 384]``."""
+        x = np.asarray(frames)
+        if x.ndim != 5 or x.shape[-1] != 3:
+            raise ValueError(f"expected uint8 [N, F, H, W, 3] frames, got shape {x.shape}")
+        if x.shape[1] < 2:
+            raise ValueError("motion features need at least 2 frames per snippet")
+        out = np.empty((x.shape[0], FEATURE_DIM), np.float32)
+        for i in range(x.shape[0]):
+            out[i] = self._snippet(x[i])
+        return out
+
+    # ------------------------------------------------------------------ one snippet
+
+    def _snippet(self, frames: np.ndarray) -> np.ndarray:
+        spec, opts = self._spec, self._opts
+        h0, w0 = frames.shape[1:3]
+        wh = int(opts["work_height"])
+        ww = max(16, int(round(w0 * wh / h0)))
+        flow_fn = _flow_fn(spec.flow_method or "dis", opts["dis_preset"])
+        small = [
+            cv2.resize(np.ascontiguousarray(f), (ww, wh), interpolation=cv2.INTER_AREA)
+            if (h0, w0) != (wh, ww)
+            else np.ascontiguousarray(f)
+            for f in frames
+        ]
+        gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in small]
+        # px per frame -> percent of frame height per second
+        to_speed = 100.0 * spec.fps / wh
+        n_flow = len(gray) - 1
+        cell16, n16 = _cell_index(wh, ww, 4, 4)
+        cell4, n4 = _cell_index(wh, ww, 2, 2)
+        npix = float(wh * ww)
+
+        hof_grid = np.zeros((16, 8))
+        hof_glob = np.zeros((n_flow, 12))
+        mbh = np.zeros((2, 5, 8))
+        thresholds = np.array([2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0])
+        frac = np.zeros((n_flow, 8))
+        p95 = p99 = mean_speed = flow_change = 0.0
+        vel = np.zeros((n_flow, 2))
+        curl_div = np.zeros((n_flow, 2))
+        abs_curl_div = np.zeros(2)
+        prev_r = None
+        for k in range(n_flow):
+            f = np.asarray(flow_fn(gray[k], gray[k + 1]), np.float32).reshape(wh, ww, 2)
+            r = (f - np.median(f.reshape(-1, 2), axis=0)) * to_speed  # residual, %H/s
+            u, v = r[..., 0], r[..., 1]
+            flat, ang = _polar(u, v)
+            mag = flat.reshape(wh, ww)
+            hof_grid += _hist(flat, ang, 8, cell16, 16) / n16[:, None]
+            hof_glob[k] = _hist(flat, ang, 12)[0] / npix
+            for c, comp in enumerate((u, v)):
+                gx = cv2.Sobel(comp, cv2.CV_32F, 1, 0, ksize=3) / 8.0
+                gy = cv2.Sobel(comp, cv2.CV_32F, 0, 1, ksize=3) / 8.0
+                h4 = _orient_hist(gx, gy, 8, cell4, 4)
+                mbh[c, 0] += h4.sum(0) / npix
+                mbh[c, 1:] += h4 / n4[:, None]
+                if c == 0:
+                    du_dx, du_dy = gx, gy
+                else:
+                    dv_dx, dv_dy = gx, gy
+            frac[k] = (flat[:, None] > thresholds[None, :]).mean(axis=0)
+            q95, q99 = np.percentile(flat, [95, 99])
+            p95 += q95
+            p99 += q99
+            mean_speed += flat.mean()
+            wsum = flat.sum() + 1e-6
+            vel[k] = [(u * mag).sum() / wsum, (v * mag).sum() / wsum]
+            curl = (dv_dx - du_dy) * mag
+            div = (du_dx + dv_dy) * mag
+            curl_div[k] = [curl.sum() / wsum, div.sum() / wsum]
+            abs_curl_div += [np.abs(curl).sum() / wsum, np.abs(div).sum() / wsum]
+            if prev_r is not None:
+                flow_change += np.abs(r - prev_r).mean()
+            prev_r = r
+
+        blocks: list[np.ndarray] = []
+        # hof_grid (128): mean %H/s per cell and direction
+        blocks.append(0.15 * _psqrt(hof_grid.ravel() / n_flow))
+        # hof_global (24)
+        blocks.append(0.3 * _psqrt(np.concatenate([hof_glob.mean(0), hof_glob.max(0)])))
+        # hof_temporal (24)
+        half = max(1, n_flow // 2)
+        first = hof_glob[:half].mean(0)
+        second = hof_glob[half:].mean(0) if n_flow > half else first
+        d = first - second
+        blocks.append(0.3 * _psqrt(np.concatenate([d, np.abs(d)])))
+        # mbh (80): per second of velocity gradient
+        blocks.append(0.3 * _psqrt(mbh.ravel() / n_flow))
+        # magnitude (16): fractions of moving pixels (mean over flows, 8; max over flows for
+        # 4 of the thresholds), speed percentiles/mean and temporal change of the flow (4)
+        speed_stats = np.array([p95, p99, mean_speed, flow_change * n_flow / max(1, n_flow - 1)])
+        blocks.append(
+            np.concatenate(
+                [
+                    np.sqrt(frac.sum(0) / n_flow),
+                    np.sqrt(frac.max(0)[[1, 3, 5, 7]]),
+                    0.05 * np.sqrt(speed_stats / n_flow),
+                ]
+            )
+        )
+        # kinematics (28)
+        blocks.append(self._kinematics(vel, curl_div, abs_curl_div / n_flow))
+        # diff_grid (16): frame differences, 0..1
+        g = np.stack(gray).astype(np.float32) / 255.0
+        diff = np.abs(np.diff(g, axis=0)).mean(0).ravel()
+        dg = np.bincount(cell16, weights=diff, minlength=16) / n16
+        blocks.append(2.0 * _psqrt(dg))
+        # appearance (68)
+        blocks.append(self._appearance(small[len(small) // 2], gray[len(gray) // 2], cell4, n4,
+                                       cell16, n16))
+        out = np.concatenate(blocks).astype(np.float32)
+        assert out.shape == (FEATURE_DIM,), out.shape
+        return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+
+    @staticmethod
+    def _kinematics(vel: np.ndarray, curl_div: np.ndarray, abs_cd: np.ndarray) -> np.ndarray:
+        """28 dims from the per-flow object velocity sequence and curl/divergence."""
+        speed = np.hypot(vel[:, 0], vel[:, 1])
+        dir_hist = _orient_hist(vel[:, 0], vel[:, 1], 8, None, 1)[0] / len(vel)
+        turn = np.zeros(8)
+        if len(vel) > 1:
+            a = np.arctan2(vel[:, 1], vel[:, 0])
+            dth = np.angle(np.exp(1j * np.diff(a)))  # signed turn in (-pi, pi]
+            w = np.minimum(speed[1:], speed[:-1])
+            b = np.clip(((dth + math.pi) / (2 * math.pi) * 8).astype(int), 0, 7)
+            turn = np.bincount(b, weights=w, minlength=8) / (len(vel) - 1)
+            acc = np.abs(np.diff(vel, axis=0)).sum(1).mean()
+        else:
+            acc = 0.0
+        mean_v = np.hypot(*vel.mean(0))
+        stats = np.array(
+            [
+                speed.mean(), speed.std(), mean_v, acc,
+                curl_div[:, 0].mean(), abs(curl_div[:, 0].mean()), abs_cd[0],
+                curl_div[:, 1].mean(), abs(curl_div[:, 1].mean()), abs_cd[1],
+                curl_div[:, 0].std(), curl_div[:, 1].std(),
+            ]
+        )  # fmt: skip
+        scale = np.array([1, 1, 1, 1, 10, 10, 10, 10, 10, 10, 10, 10], float)
+        out = np.concatenate([0.15 * _psqrt(dir_hist), 0.15 * _psqrt(turn),
+                              0.1 * _psqrt(stats * scale / 10.0)])
+        return out
+
+    @staticmethod
+    def _appearance(rgb, gray, cell4, n4, cell16, n16) -> np.ndarray:
+        """68 dims of a single frame: colour, gradients and coarse layout."""
+        hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)  # H in 0..179
+        hue = (hsv[..., 0].astype(np.int64).ravel() * 12) // 180
+        sat = hsv[..., 1].astype(np.float64).ravel() / 255.0
+        val = hsv[..., 2].astype(np.float64).ravel() / 255.0
+        npix = float(hue.size)
+        hue_h = np.bincount(hue, weights=sat * val, minlength=12)[:12] / npix
+        g = gray.astype(np.float32) / 255.0
+        gx = cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3) / 8.0
+        gy = cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3) / 8.0
+        h4 = _orient_hist(gx, gy, 8, cell4, 4)
+        hog_g = h4.sum(0) / npix
+        hog_c = (h4 / n4[:, None]).ravel()
+        layout = np.bincount(cell16, weights=g.ravel(), minlength=16) / n16
+        return np.concatenate(
+            [_psqrt(hue_h), 2 * _psqrt(hog_g), 2 * _psqrt(hog_c),
+             0.5 * layout]
+        )

@@ -1,0 +1,125 @@
+"""The FastAPI application: routers, error bodies, security headers, request metrics, and the
+web page (``static/``, written separately) at ``/``.
+
+``create_app()`` has no side effects beyond building the app: Redis, the bundle and the upload
+store are touched on first use, so importing this module (tests, ``openapi.yaml`` generation)
+needs no running services.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.staticfiles import StaticFiles
+from hamnet import __version__
+
+from hamnet_service import errors, metrics, state
+from hamnet_service.routes import health, jobs, models
+from hamnet_service.settings import get_settings
+
+log = logging.getLogger("hamnet.service")
+STATIC = Path(__file__).parent / "static"
+
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
+    (b"content-security-policy",
+     b"default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; "
+     b"style-src 'self' 'unsafe-inline'; script-src 'self'; object-src 'none'; "
+     b"frame-ancestors 'none'; base-uri 'none'"),
+]
+
+
+class EdgeMiddleware:
+    """Pure ASGI (does not touch the streamed request body): adds security headers, marks API
+    responses uncacheable, and times each request by route template."""
+
+    def __init__(self, app) -> None:  # noqa: ANN001
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        timer = metrics.Timer()
+        status = {"code": 500}
+        api = scope["path"].startswith("/v1")
+
+        async def send_wrapper(message) -> None:  # noqa: ANN001
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                headers = list(message.get("headers", []))
+                headers.extend(SECURITY_HEADERS)
+                if api:
+                    headers.append((b"cache-control", b"no-store"))
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            timer.observe(scope["method"], getattr(route, "path", "unmatched"), status["code"])
+
+
+async def _sweeper() -> None:
+    """Remove partial uploads left by a gateway killed mid-upload (ours or a sibling's)."""
+    s = get_settings()
+    while True:
+        try:
+            await asyncio.to_thread(state.storage().sweep_partials, s.partial_idle_s)
+        except Exception as e:
+            log.warning("sweeping partial uploads failed: %s", e)
+        await asyncio.sleep(min(30.0, s.partial_idle_s))
+
+
+@contextlib.asynccontextmanager
+async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    task = asyncio.create_task(_sweeper())
+    try:
+        yield
+    finally:
+        task.cancel()
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(
+        title="hamnet",
+        version=__version__,
+        description=(
+            "Find when actions happen in a video (HAM-Net weakly-supervised temporal action "
+            "localization). Upload a video to `POST /v1/jobs`, poll `GET /v1/jobs/{id}`, read "
+            "`GET /v1/jobs/{id}/result`. Errors are `{\"error\": {\"code\", \"message\"}}`. "
+            "With API keys configured, send `Authorization: Bearer <key>`."
+        ),
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    errors.install(app)
+    app.include_router(jobs.router)
+    app.include_router(models.router)
+    app.include_router(health.router)
+    app.add_middleware(EdgeMiddleware)
+    app.add_api_route("/", _index, include_in_schema=False, response_class=HTMLResponse)
+    app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
+    return app
+
+
+async def _index():  # noqa: ANN202
+    page = STATIC / "index.html"
+    if page.is_file():
+        return FileResponse(page, media_type="text/html")
+    return HTMLResponse("<!doctype html><title>hamnet</title><p>hamnet API: see /docs</p>")
+
+
+app = create_app()

@@ -1,0 +1,1 @@
+"""HTTP routes: ``jobs`` (upload, status, result, cancel, list), ``models``, ``health``."""

@@ -1,0 +1,137 @@
+"""Response bodies of the API (pydantic v2); they are what ``openapi.yaml`` publishes and what
+schemathesis checks the live responses against, so they must say exactly what is returned."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+Stage = Literal["decode", "features", "localize"]
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="machine-readable, e.g. `not_a_video`, `queue_full`")
+    message: str
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class ModelRef(BaseModel):
+    name: str | None = None
+    version: str | None = None
+    checksum: str | None = None
+
+
+class JobParams(BaseModel):
+    min_score: float | None = None
+    include: list[str] | None = None
+    exclude: list[str] | None = None
+
+
+class VideoInfo(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    duration: float
+    fps: float
+    width: int
+    height: int
+
+
+class Job(BaseModel):
+    id: str
+    status: Status
+    stage: Stage | None = Field(None, description="current stage while running")
+    progress: int = Field(ge=0, le=100, description="0-100; 100 exactly when succeeded")
+    attempts: int = Field(0, ge=0, description="deliveries to a worker so far")
+    created_at: str
+    updated_at: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    error: ErrorDetail | None = None
+    model: ModelRef | None = None
+    filename: str | None = None
+    size_bytes: int | None = None
+    video: VideoInfo | None = None
+    params: JobParams = Field(default_factory=JobParams)
+    callback_url: str | None = None
+    tag: str | None = None
+    links: dict[str, str] = Field(default_factory=dict)
+
+
+class JobList(BaseModel):
+    jobs: list[Job]
+    total: int
+    limit: int
+    offset: int
+    next_offset: int | None = None
+
+
+class Segment(BaseModel):
+    label: str
+    label_id: int
+    start: float = Field(description="seconds from the start of the video")
+    end: float
+    score: float = Field(description="detection confidence in [0, 1]")
+
+
+class ClassScore(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    label: str
+    score: float
+
+
+class ResultVideo(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    duration: float
+    fps: float
+    width: int
+    height: int
+
+
+class Result(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: str
+    video: ResultVideo
+    model: dict[str, Any]
+    segments: list[Segment]
+    classes: list[ClassScore]
+    attention: list[float] | None = Field(None, description="attention per snippet, [0, 1]")
+    snippet_seconds: float | None = None
+
+
+class ActivityNetDetection(BaseModel):
+    label: str
+    score: float
+    segment: list[float] = Field(min_length=2, max_length=2)
+
+
+class ActivityNetResult(BaseModel):
+    version: str
+    results: dict[str, list[ActivityNetDetection]]
+    external_data: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelInfo(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+    version: str
+    checksum: str
+    created: str | None = None
+    classes: list[str]
+    backbone: dict[str, Any]
+    postprocess: dict[str, Any] = Field(default_factory=dict)
+    providers: list[str] = Field(
+        default_factory=list, description="execution providers the live workers report"
+    )
+
+
+class ModelList(BaseModel):
+    models: list[ModelInfo]
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, Any] = Field(default_factory=dict)

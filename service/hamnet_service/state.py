@@ -1,0 +1,72 @@
+"""Process-wide clients of the gateway, created on first use (not at import, so that
+``import hamnet_service.app`` needs neither Redis nor a bundle)."""
+
+from __future__ import annotations
+
+import threading
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from hamnet_worker.jobs import JobStore, connect
+from hamnet_worker.storage import Storage
+
+from hamnet_service.settings import get_settings
+
+
+@lru_cache(maxsize=1)
+def store() -> JobStore:
+    s = get_settings()
+    return JobStore(connect(s.redis_url), ttl=s.job_ttl_s)
+
+
+@lru_cache(maxsize=1)
+def storage() -> Storage:
+    return Storage(get_settings().data_dir).ensure()
+
+
+@lru_cache(maxsize=1)
+def celery_client() -> Any:
+    from hamnet_worker.celery_app import make_app
+
+    return make_app(get_settings().redis_url, queue=get_settings().queue)
+
+
+class ModelState:
+    """The bundle's manifest, loaded once (numpy-only ``hamnet.bundle``: no ONNX Runtime).
+    A failure is remembered and retried on the next call, so a bundle that appears after
+    the gateway started (``hamnet demo`` still running) is picked up."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._bundle: Any = None
+        self.error: str | None = None
+
+    def path(self) -> Path:
+        configured = get_settings().bundle
+        if configured is not None:
+            return Path(configured)
+        from hamnet.demo import default_bundle_dir
+
+        return Path(default_bundle_dir())
+
+    def get(self) -> Any | None:
+        with self._lock:
+            if self._bundle is None:
+                try:
+                    from hamnet.bundle import load_bundle
+
+                    self._bundle = load_bundle(self.path(), verify=False)
+                    self.error = None
+                except Exception as e:
+                    self.error = f"{type(e).__name__}: {e}"
+            return self._bundle
+
+    def ref(self) -> dict[str, Any] | None:
+        b = self.get()
+        if b is None:
+            return None
+        return {"name": b.name, "version": b.version, "checksum": b.checksum}
+
+
+model_state = ModelState()

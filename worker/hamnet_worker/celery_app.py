@@ -1,0 +1,90 @@
+"""The Celery application and its configuration.
+
+The settings below are what make "nothing accepted is ever lost" hold with a Redis broker:
+
+* ``task_acks_late`` + ``task_reject_on_worker_lost``: a message is acknowledged only after the
+  task returns, and a child killed mid-job (OOM, ``kill -9``) puts it back on the queue.
+* ``worker_prefetch_multiplier = 1``: a busy worker does not hoard messages that an idle one
+  could run (videos take minutes, so fairness beats round-trip savings).
+* ``visibility_timeout`` above the hard time limit: Redis redelivers an unacknowledged message
+  after this long, which must never happen to a job that is still legitimately running.
+* the soft time limit fails the job cleanly (``time_limit_exceeded``); the hard limit kills a
+  child stuck in native code.
+
+Results are not stored by Celery (``task_ignore_result``): the job store owns them.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from celery import Celery
+from kombu import Queue
+
+from hamnet_worker import TASK_NAME
+
+
+def make_app(
+    redis_url: str,
+    *,
+    queue: str = "gpu",
+    soft_time_limit: float = 1800.0,
+    time_limit: float = 1900.0,
+    visibility_timeout: float = 2400.0,
+    max_tasks_per_child: int = 0,
+    soft_shutdown_timeout: float = 0.0,
+) -> Celery:
+    app = Celery("hamnet", broker=redis_url, include=[])
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_acks_on_failure_or_timeout=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        result_backend=None,
+        task_default_queue=queue,
+        task_queues=[Queue(queue, routing_key=queue)],
+        task_routes={TASK_NAME: {"queue": queue}},
+        task_soft_time_limit=soft_time_limit,
+        task_time_limit=time_limit,
+        broker_transport_options={"visibility_timeout": int(visibility_timeout)},
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,
+        # A lost broker connection must not kill a job that is half done; the store's
+        # transactions make a redelivery after reconnection harmless.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+        worker_max_tasks_per_child=max_tasks_per_child or None,
+        worker_soft_shutdown_timeout=soft_shutdown_timeout,
+        worker_send_task_events=False,
+        task_serializer="json",
+        accept_content=["json"],
+        worker_hijack_root_logger=False,
+        broker_channel_error_retry=True,
+    )
+    return app
+
+
+@lru_cache(maxsize=1)
+def get_app() -> Celery:
+    """The worker's app, built from its settings and with the task module included."""
+    from hamnet_worker.settings import get_settings
+
+    s = get_settings()
+    app = make_app(
+        s.redis_url,
+        queue=s.queue,
+        soft_time_limit=s.soft_time_limit,
+        time_limit=s.time_limit,
+        visibility_timeout=s.visibility_timeout,
+        max_tasks_per_child=s.max_tasks_per_child,
+        soft_shutdown_timeout=s.soft_shutdown_s,
+    )
+    app.conf.include = ["hamnet_worker.tasks"]
+    import hamnet_worker.tasks  # noqa: F401  (registers the task and the process signals)
+
+    return app
+
+
+def send_job(app: Celery, job_id: str, queue: str = "gpu") -> None:
+    """Used by the gateway: enqueue by name, so it never imports the task module."""
+    app.send_task(TASK_NAME, args=[job_id], queue=queue, task_id=job_id)

@@ -1,0 +1,59 @@
+"""``hamnet worker``: start a Celery worker consuming the ``gpu`` queue.
+
+Registered through the ``hamnet.commands`` entry point, so ``hamnet`` never imports Celery
+itself. Command-line flags override the ``HAMNET_*`` environment for this process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "worker",
+        help="run a Celery worker that processes uploaded videos",
+        description=(
+            "Run a Celery worker (Redis broker at HAMNET_REDIS_URL) that runs the model bundle "
+            "HAMNET_BUNDLE on uploaded videos. The model is loaded once in each child process."
+        ),
+    )
+    p.add_argument("--concurrency", "-c", type=int, default=None,
+                   help="child processes (default HAMNET_CONCURRENCY or 1: one model per child)")
+    p.add_argument("--queues", "-Q", default=None, help="queue to consume (default: gpu)")
+    p.add_argument("--pool", default="prefork", choices=["prefork", "solo", "threads"])
+    p.add_argument("--loglevel", "-l", default="INFO")
+    p.add_argument("--bundle", default=None, help="bundle directory (overrides HAMNET_BUNDLE)")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.bundle:
+        os.environ["HAMNET_BUNDLE"] = args.bundle
+    if args.queues:
+        os.environ["HAMNET_QUEUE"] = args.queues
+    if args.concurrency:
+        os.environ["HAMNET_CONCURRENCY"] = str(args.concurrency)
+    from hamnet_worker.celery_app import get_app
+    from hamnet_worker.settings import get_settings
+    from hamnet_worker.storage import Storage
+
+    s = get_settings()
+    Storage(s.data_dir).ensure()
+    app = get_app()
+    argv = [
+        "worker",
+        f"--queues={s.queue}",
+        f"--concurrency={s.concurrency}",
+        f"--pool={args.pool}",
+        f"--loglevel={args.loglevel}",
+        f"--hostname=hamnet-{os.getpid()}@%h",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    if args.pool != "prefork":
+        # worker_process_init only fires for prefork children; load in-process on first use.
+        os.environ.setdefault("HAMNET_PRELOAD", "false")
+    app.worker_main(argv)
+    return 0

@@ -1,0 +1,169 @@
+"""The Celery task: like a web view, it only wires the stages together.
+
+``begin`` (attempt counter, duplicate-delivery guard) → ``predict_video`` (decode → features →
+localize, reporting progress, which doubles as the cancellation check) → ``finish``/``fail`` →
+clean-up of the upload and scratch files → optional callback. The heavy imports happen inside
+the task, in the worker child.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import worker_process_init, worker_process_shutdown
+
+from hamnet_worker import TASK_NAME
+from hamnet_worker.runtime import get_runtime
+
+log = logging.getLogger("hamnet.worker")
+
+# Share of the 0-100 progress bar given to each stage (features dominate the run time).
+_SPANS = {"decode": (0.0, 10.0), "features": (10.0, 90.0), "localize": (90.0, 99.0)}
+
+
+class JobCancelled(Exception):
+    """Raised from the progress callback when the job was cancelled (DELETE)."""
+
+
+def _stage_of(name: str) -> str:
+    """Map the pipeline's stage names onto the three the API reports."""
+    n = name.lower()
+    if any(k in n for k in ("decode", "probe", "open")):
+        return "decode"
+    if any(k in n for k in ("feature", "backbone", "extract", "snippet", "flow", "encode")):
+        return "features"
+    return "localize"
+
+
+class Progress:
+    """Progress callback: throttled writes to Redis, stage latencies, cancellation."""
+
+    def __init__(self, store: Any, job_id: str, min_interval: float = 0.5) -> None:
+        self.store, self.job_id, self.min_interval = store, job_id, min_interval
+        self.stage = "decode"
+        self.stage_t0 = time.perf_counter()
+        self.last_write = 0.0
+        self.timings: dict[str, float] = {}
+
+    def __call__(self, stage: str, fraction: float = 0.0) -> None:
+        st = _stage_of(stage)
+        changed = st != self.stage and list(_SPANS).index(st) > list(_SPANS).index(self.stage)
+        if changed:
+            self._close_stage()
+            self.stage, self.stage_t0 = st, time.perf_counter()
+        now = time.monotonic()
+        if not changed and now - self.last_write < self.min_interval:
+            return
+        self.last_write = now
+        lo, hi = _SPANS[self.stage]
+        frac = min(max(float(fraction or 0.0), 0.0), 1.0)
+        if not self.store.progress(self.job_id, self.stage, lo + frac * (hi - lo)):
+            raise JobCancelled(self.job_id)
+
+    def _close_stage(self) -> None:
+        self.timings[self.stage] = self.timings.get(self.stage, 0.0) + (
+            time.perf_counter() - self.stage_t0
+        )
+
+    def done(self) -> None:
+        self._close_stage()
+        for stage, seconds in self.timings.items():
+            self.store.observe_stage(stage, seconds)
+
+
+@worker_process_init.connect
+def _child_started(**_: Any) -> None:
+    """Load the model in each prefork child as it starts, so the first job is not slow and
+    /readyz can tell when the model is loaded."""
+    rt = get_runtime()
+    rt.start_heartbeat()
+    if rt.settings.preload:
+        try:
+            rt.bundle()
+        except Exception as e:  # reported by the heartbeat and /readyz; jobs fail clearly
+            log.error("cannot load the model bundle: %s", e)
+    rt.beat()
+
+
+@worker_process_shutdown.connect
+def _child_stopping(**_: Any) -> None:
+    get_runtime().stop()
+
+
+@shared_task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True)
+def process_job(self: Any, job_id: str) -> str:
+    rt = get_runtime()
+    rt.start_heartbeat()  # no-op in prefork children; needed for the solo/threads pools
+    store, storage, s = rt.store, rt.storage, rt.settings
+    job, action = store.begin(job_id, s.max_attempts)
+    if action != "run":
+        if job is None or job["status"] in ("failed", "cancelled", "succeeded"):
+            storage.remove(job_id)
+        if action == "poison":
+            log.error("job %s failed after %s attempts", job_id, s.max_attempts)
+            _callback(rt, job)
+        return action
+    rt.busy_job = job_id
+    progress = Progress(store, job_id)
+    outcome = "failed"
+    try:
+        from hamnet.errors import HamnetError
+
+        try:
+            bundle = rt.bundle()
+            params = job.get("params") or {}
+            result = _predict(bundle, storage.upload_path(job_id), progress, params)
+            progress.done()
+            result.setdefault("model", {})
+            if rt.provider:
+                result["model"].setdefault("provider", rt.provider)
+            elif result["model"].get("provider"):
+                rt.provider = result["model"]["provider"]
+            outcome = "succeeded" if store.finish(job_id, result) else "cancelled"
+        except JobCancelled:
+            outcome = "cancelled"
+        except SoftTimeLimitExceeded:
+            store.fail(job_id, "time_limit_exceeded",
+                       f"processing took longer than the {s.soft_time_limit:.0f} s limit")
+        except HamnetError as e:
+            store.fail(job_id, e.code, str(e))
+        except FileNotFoundError:
+            store.fail(job_id, "upload_missing", "the uploaded video is no longer on disk")
+        except MemoryError:
+            store.fail(job_id, "out_of_memory", "the worker ran out of memory on this video")
+        except Exception as e:
+            log.exception("job %s crashed", job_id)
+            store.fail(job_id, "internal_error", f"processing failed ({type(e).__name__})")
+    finally:
+        rt.busy_job = None
+        storage.remove(job_id)
+    _callback(rt, store.get(job_id))
+    return outcome
+
+
+def _predict(bundle: Any, video: Any, progress: Progress, params: dict[str, Any]) -> dict:
+    from hamnet.pipeline import predict_video
+
+    if not video.exists():
+        raise FileNotFoundError(video)
+    options = {k: params[k] for k in ("min_score", "include", "exclude") if params.get(k)}
+    if params.get("min_score") == 0:
+        options["min_score"] = 0.0
+    progress("decode", 0.0)
+    return predict_video(bundle, str(video), progress=progress, **options)
+
+
+def _callback(rt: Any, job: dict | None) -> None:
+    if not job or not job.get("callback_url"):
+        return
+    from hamnet_worker.callbacks import post_callback
+    from hamnet_worker.jobs import public_view
+
+    try:
+        post_callback(job["callback_url"], public_view(job), rt.settings.callback_allow_private)
+    except Exception as e:  # the job's outcome does not depend on the client's endpoint
+        log.warning("callback for job %s failed: %s", job["id"], e)
