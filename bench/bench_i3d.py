@@ -48,18 +48,22 @@ def _cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
-def _timed(fns: dict[str, Callable[[], object]], repeats: int, warmup: int) -> dict[str, list]:
-    """Seconds per call for each fn, interleaved a, b, c, a, b, c ... after warm-up."""
+def _timed(
+    fns: dict[str, Callable[[], object]], repeats: int, warmup: int
+) -> tuple[dict[str, list[float]], dict[str, object]]:
+    """Seconds per call for each fn, interleaved a, b, c, a, b, c ... after warm-up; also the
+    last output of each (so results can be compared without another slow call)."""
+    last: dict[str, object] = {}
     for _ in range(warmup):
-        for fn in fns.values():
-            fn()
+        for k, fn in fns.items():
+            last[k] = fn()
     out: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
         for k, fn in fns.items():
             t0 = time.perf_counter()
-            fn()
+            last[k] = fn()
             out[k].append(time.perf_counter() - t0)
-    return out
+    return out, last
 
 
 def _med(xs: list[float]) -> str:
@@ -109,36 +113,64 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats-large", type=int, default=2, help="timed runs for batch > 1")
     ap.add_argument("--provider", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--skip-torch", action="store_true", help="ONNX Runtime only")
+    ap.add_argument(
+        "--torch-device", default="cpu", help="device of the PyTorch eager baseline (cpu, cuda)"
+    )
+    ap.add_argument(
+        "--onnx-dir",
+        type=Path,
+        help="use DIR/rgb.onnx and DIR/flow.onnx (fp32, from `hamnet export-i3d`) instead of "
+        "exporting the recipe weights; needed where torch is not installed",
+    )
     ap.add_argument("--skip-flow", action="store_true", help="no flow / two-stream sections")
     ap.add_argument(
-        "--tvl1-snippets",
+        "--tvl1-pairs",
         type=int,
-        default=1,
-        help="snippets for the (slow, ~1 s per frame pair) TV-L1 timing",
+        default=4,
+        help="frame pairs timed for TV-L1 (1-3 s per pair on a CPU core), scaled to the 15 "
+        "pairs of a snippet; 15 times a whole snippet",
     )
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "i3d.md")
     args = ap.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
 
     import onnx
-    import torch
-    from hamnet.i3d.export import FeatureGraph, export_i3d_onnx, to_fp16
-    from hamnet.i3d.model import load_i3d_state_dict
-    from hamnet.i3d.recipe import STREAM_CHANNELS, recipe_input, recipe_state_dict
+    from hamnet.i3d.fp16 import to_fp16
+    from hamnet.i3d.recipe import recipe_input
 
-    torch.set_num_threads(args.threads)
-    torch.set_grad_enabled(False)
+    try:
+        import torch
+    except ModuleNotFoundError:
+        torch = None
+        args.skip_torch = True
+    if torch is None and args.onnx_dir is None:
+        raise SystemExit("torch is not installed: pass --onnx-dir with exported graphs")
+    if torch is not None:
+        torch.set_num_threads(args.threads)
+        torch.set_grad_enabled(False)
     lines: list[str] = []
     tmp = Path(tempfile.mkdtemp(prefix="bench_i3d_"))
 
     # ---- models and graphs
     t0 = time.perf_counter()
-    models = {
-        s: load_i3d_state_dict(recipe_state_dict(s), STREAM_CHANNELS[s]) for s in ("rgb", "flow")
-    }
+    models = {}
+    if torch is not None:
+        from hamnet.i3d.model import load_i3d_state_dict
+        from hamnet.i3d.recipe import STREAM_CHANNELS, recipe_state_dict
+
+        models = {
+            s: load_i3d_state_dict(recipe_state_dict(s), STREAM_CHANNELS[s])
+            for s in ("rgb", "flow")
+        }
     graphs: dict[tuple[str, str], Path] = {}
-    for s, m in models.items():
-        graphs[(s, "fp32")] = Path(export_i3d_onnx(m, tmp / f"{s}.onnx", s, validate=False)["path"])
+    for s in ("rgb", "flow"):
+        if args.onnx_dir is not None:
+            graphs[(s, "fp32")] = args.onnx_dir / f"{s}.onnx"
+        else:
+            from hamnet.i3d.export import export_i3d_onnx
+
+            report = export_i3d_onnx(models[s], tmp / f"{s}.onnx", s, validate=False)
+            graphs[(s, "fp32")] = Path(report["path"])
         p16 = tmp / f"{s}_fp16.onnx"
         onnx.save(to_fp16(onnx.load(str(graphs[(s, "fp32")]))), str(p16))
         graphs[(s, "fp16")] = p16
@@ -147,27 +179,39 @@ def main(argv: list[str] | None = None) -> int:
     sessions = {k: _session(p, args.provider, args.threads) for k, p in graphs.items()}
     session_s = (time.perf_counter() - t0) / len(graphs)
     prov = sessions[("rgb", "fp32")].get_providers()[0]
+    feature_graph = None
+    if not args.skip_torch:
+        from hamnet.i3d.export import FeatureGraph
+
+        feature_graph = FeatureGraph(models["rgb"]).eval().to(args.torch_device)
+
+    def run_torch(xt):
+        y = feature_graph(xt)
+        if args.torch_device != "cpu":
+            torch.cuda.synchronize()
+        return y
 
     # ---- RGB stream: torch eager vs ORT fp32 vs ORT fp16
     clip = recipe_input("rgb", 16 * max(args.batches))  # [1,3,16*B,224,224]
     rgb_rows = []
-    feature_graph = FeatureGraph(models["rgb"]).eval()
     for b in args.batches:
         # b consecutive 16-frame snippets of the recipe clip: [b,3,16,224,224]
         x = np.ascontiguousarray(
             clip[0, :, : 16 * b].reshape(3, b, 16, 224, 224).transpose(1, 0, 2, 3, 4)
         )
-        xt = torch.from_numpy(x)
         fns: dict[str, Callable[[], object]] = {}
         if not args.skip_torch:
-            fns["torch"] = lambda xt=xt: feature_graph(xt)
+            xt = torch.from_numpy(x).to(args.torch_device)
+            fns["torch"] = lambda xt=xt: run_torch(xt)
         for prec in ("fp32", "fp16"):
             sess = sessions[("rgb", prec)]
             fns[f"ort_{prec}"] = lambda sess=sess, x=x: sess.run(["features"], {"frames": x})
-        times = _timed(fns, args.repeats if b == 1 else args.repeats_large, warmup=1)
-        ort32 = sessions[("rgb", "fp32")].run(["features"], {"frames": x})[0]
-        ort16 = sessions[("rgb", "fp16")].run(["features"], {"frames": x})[0]
-        ref = feature_graph(xt).numpy() if not args.skip_torch else ort32
+        # Batch 1 runs first and warms every session; larger batches only repeat.
+        times, last = _timed(
+            fns, args.repeats if b == 1 else args.repeats_large, warmup=int(b == 1)
+        )
+        ort32, ort16 = last["ort_fp32"][0], last["ort_fp16"][0]
+        ref = last["torch"].float().cpu().numpy() if not args.skip_torch else ort32
         rgb_rows.append(
             (
                 b,
@@ -190,49 +234,59 @@ def main(argv: list[str] | None = None) -> int:
         from hamnet.video.i3d_backbone import flow_input, rgb_to_i3d
 
         cv2.setNumThreads(args.threads)
-        snippets = synthetic_snippets(max(2, args.tvl1_snippets))
+        snippets = synthetic_snippets(2)
+        pairs_per_snippet = 15  # 16 frames; flow[0] duplicates flow[1] (pure per-snippet)
         for method in ("farneback", "dis", "tvl1"):
-            n = args.tvl1_snippets if method == "tvl1" else 2
-            reps = 1 if method == "tvl1" else args.repeats
-            times = _timed(
-                {method: lambda m=method, n=n: [snippet_flow(s, m) for s in snippets[:n]]},
+            if method == "tvl1":
+                pairs = max(1, min(args.tvl1_pairs, pairs_per_snippet))
+                clips, reps = [snippets[0][: pairs + 1]], 1
+            else:
+                clips, reps = list(snippets), args.repeats
+                pairs = pairs_per_snippet * len(clips)
+            times, _ = _timed(
+                {method: lambda m=method, c=clips: [snippet_flow(x, m) for x in c]},
                 reps,
                 warmup=0,
             )
-            per = statistics.median(times[method]) / n
-            flow_rows.append((method, per, n * reps))
+            per = statistics.median(times[method]) / pairs * pairs_per_snippet
+            flow_rows.append((method, per, pairs * reps))
             print(f"flow {method}: {per:.3f} s per snippet", flush=True)
 
-        # ---- two-stream: preprocess + flow + RGB graph + flow graph, per snippet
+        # ---- two-stream per snippet: RGB preprocessing + graph, flow + quantisation + graph.
+        # Measured end to end once (fp32, Farneback, batch bmax, through I3DBackbone's own
+        # preprocessing); the other rows add measured parts (a full TV-L1 batch would take
+        # minutes on a shared 2-core machine).
         bmax = max(args.batches)
         batch = synthetic_snippets(bmax, seed=1)
+        flow_graph_s = {}
         for prec in ("fp32", "fp16"):
-            rs, fs = sessions[("rgb", prec)], sessions[("flow", prec)]
-            for method in ("farneback", "dis"):
-
-                def two(rs=rs, fs=fs, method=method):
-                    a = rs.run(["features"], {"frames": rgb_to_i3d(batch)})[0]
-                    f = fs.run(["features"], {"frames": flow_input(batch, method)})[0]
-                    return np.concatenate([a, f], 1)
-
-                times = _timed({"two": two}, args.repeats_large, warmup=1)["two"]
-                two_rows.append((prec, method, bmax, _rate(bmax, times), "measured"))
-                print(
-                    f"two-stream {prec} {method}: {_rate(bmax, times):.2f} snippets/s", flush=True
-                )
-            # TV-L1 at batch size bmax would take minutes: derived from measured parts.
-            ort_rgb = next(r for r in rgb_rows if r[0] == bmax)[1][f"ort_{prec}"]
-            per_snip_ort = 2 * statistics.median(ort_rgb) / bmax  # flow graph ~ RGB graph
-            tvl1 = next(r for r in flow_rows if r[0] == "tvl1")[1]
-            two_rows.append(
-                (
-                    prec,
-                    "tvl1",
-                    bmax,
-                    1 / (per_snip_ort + tvl1),
-                    "derived: TV-L1 per snippet + 2 x ORT RGB per snippet",
-                )
+            fs = sessions[("flow", prec)]
+            xf = flow_input(batch[:1], "dis")
+            fs.run(["features"], {"frames": xf})  # warm the flow session
+            xf = np.repeat(xf, bmax, axis=0)
+            times, _ = _timed(
+                {"f": lambda fs=fs, xf=xf: fs.run(["features"], {"frames": xf})}, 1, 0
             )
+            flow_graph_s[prec] = times["f"][0] / bmax
+
+        def two() -> np.ndarray:
+            a = sessions[("rgb", "fp32")].run(["features"], {"frames": rgb_to_i3d(batch)})[0]
+            f = sessions[("flow", "fp32")].run(
+                ["features"], {"frames": flow_input(batch, "farneback")}
+            )[0]
+            return np.concatenate([a, f], 1)
+
+        e2e = _timed({"two": two}, 1, warmup=0)[0]["two"]
+        two_rows.append(("fp32", "farneback", bmax, _rate(bmax, e2e), "measured end to end"))
+        for prec in ("fp32", "fp16"):
+            rgb_s = (
+                statistics.median(next(r for r in rgb_rows if r[0] == bmax)[1][f"ort_{prec}"])
+                / bmax
+            )
+            for method, flow_s, _n in flow_rows:
+                rate = 1.0 / (rgb_s + flow_graph_s[prec] + flow_s)
+                two_rows.append((prec, method, bmax, rate, "sum of measured parts"))
+        print("two-stream: " + "; ".join(f"{r[0]} {r[1]} {r[3]:.3f}/s" for r in two_rows))
 
     # ---- report
     cmd = "OMP_NUM_THREADS={} python bench/bench_i3d.py {}".format(
@@ -241,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     import onnxruntime
 
+    torch_version = torch.__version__ if torch is not None else "not installed"
     load = os.getloadavg() if hasattr(os, "getloadavg") else (0, 0, 0)
     lines += [
         f"# I3D feature extraction throughput ({args.provider.upper()})",
@@ -253,10 +308,10 @@ def main(argv: list[str] | None = None) -> int:
         f" fp16 {graphs[('rgb', 'fp16')].stat().st_size / 1e6:.0f} MB.",
         f"- CPU: {_cpu_name()}, {os.cpu_count()} logical cores; threads = {args.threads} for "
         "every engine (torch.set_num_threads / ORT intra-op, inter-op 1; cv2.setNumThreads).",
-        f"- torch {torch.__version__}, onnxruntime {onnxruntime.__version__} ({prov}), "
+        f"- torch {torch_version} (eager baseline on {args.torch_device}), onnxruntime {onnxruntime.__version__} ({prov}), "
         f"Python {platform.python_version()}.",
-        f"- Median (min) seconds per call after 1 warm-up; {args.repeats} runs at batch 1, "
-        f"{args.repeats_large} at larger batches; engines interleaved.",
+        f"- Median (min) seconds per call; batch 1: 1 warm-up + {args.repeats} runs, larger "
+        f"batches: {args.repeats_large} runs on the warm sessions; engines interleaved.",
         f"- Load average at the end: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (shared "
         "machine: absolute numbers are indicative, compare columns of the same row).",
         f"- One-off costs: 4 graphs exported/converted in {export_s:.1f} s; ORT session "
@@ -296,10 +351,10 @@ def main(argv: list[str] | None = None) -> int:
     if flow_rows:
         lines += [
             "",
-            "## Optical flow, per 16-frame 224x224 snippet (16 frame pairs incl. the "
-            "duplicated edge: 15 computed)",
+            "## Optical flow, per 16-frame 224x224 snippet (15 frame pairs computed; the "
+            "first field duplicates the second)",
             "",
-            "| method | s per snippet | snippets timed |",
+            "| method | s per snippet | frame pairs timed |",
             "|---|---:|---:|",
         ]
         lines += [f"| {m} | {per:.3f} | {n} |" for m, per, n in flow_rows]
@@ -308,8 +363,9 @@ def main(argv: list[str] | None = None) -> int:
             "",
             f"## Two-stream (RGB + flow) end to end per snippet, batch {bmax}",
             "",
-            "Preprocessing (x/255*2-1), flow + quantisation, both graphs; excludes "
-            "decoding/resizing.",
+            "Preprocessing (x/255*2-1), flow + quantisation to [-1, 1], both graphs; excludes "
+            "decoding/resizing. One row is timed end to end; the others add the measured "
+            "per-snippet parts (RGB graph + flow graph at this batch + flow method).",
             "",
             "| precision | flow | snippets/s | video s per wall s | how |",
             "|---|---|---:|---:|---|",

@@ -9,8 +9,9 @@ pins are chosen to install on both, and ``tests/deploy`` installs them into a cl
 
 The worker needs ``onnxruntime-gpu`` in place of ``onnxruntime``; it is pinned to the last
 release whose PyPI wheels are built for CUDA 12 + cuDNN 9 (the CUDA base image of
-``worker.Dockerfile``). torch is not in ``train.txt``: ``train.Dockerfile`` installs it from the
-PyTorch index that matches the CUDA version it wants.
+``worker.Dockerfile``). ``train.txt`` (extras ``train`` + ``video``: ``hamnet demo`` renders,
+decodes and trains) pins torch's dependencies but not torch itself: ``train.Dockerfile``
+installs torch from the PyTorch index of the CUDA (or CPU) build it wants.
 """
 
 from __future__ import annotations
@@ -21,8 +22,12 @@ import re
 import subprocess
 import sys
 import tempfile
-import tomllib
 from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    from pip._vendor import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -31,6 +36,7 @@ HERE = Path(__file__).resolve().parent
 ORT_GPU = "onnxruntime-gpu==1.26.0"
 # numpy 2.5 dropped Python 3.11; keep one set of pins valid for 3.11 (tests) and 3.12 (images).
 COMMON = ["numpy<2.5"]
+EXCLUDE = {"torch"}
 
 
 def _name(req: str) -> str:
@@ -52,13 +58,11 @@ def requirements(target: str) -> list[str]:
                 out.append(r)
         return out
 
-    extra = {"gateway": "service", "worker": "worker", "train": "train"}[target]
-    reqs = list(project["dependencies"]) + expand(extra) + COMMON
+    wanted = {"gateway": ["service"], "worker": ["worker"], "train": ["train", "video"]}[target]
+    reqs = list(project["dependencies"]) + [r for e in wanted for r in expand(e)] + COMMON
     if target == "worker":
         reqs = [ORT_GPU if _name(r) == "onnxruntime" else r for r in reqs]
-    if target == "train":
-        reqs = [r for r in reqs if _name(r) != "torch"]
-    return reqs
+    return list(dict.fromkeys(reqs))
 
 
 def resolve(reqs: list[str]) -> list[tuple[str, str]]:
@@ -71,6 +75,9 @@ def resolve(reqs: list[str]) -> list[tuple[str, str]]:
         )
         data = json.loads(report.read_text())
     pins = {(i["metadata"]["name"], i["metadata"]["version"]) for i in data["install"]}
+    # torch itself is installed by train.Dockerfile from the PyTorch index of the wanted CUDA
+    # (or CPU) build; its pure-Python dependencies stay pinned here.
+    pins = {p for p in pins if _name(p[0]) not in EXCLUDE}
     return sorted(pins, key=lambda p: p[0].lower())
 
 

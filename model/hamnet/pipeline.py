@@ -110,6 +110,7 @@ def predict_video(
     """
     from hamnet.postprocess import predict_from_outputs
     from hamnet.video.backbone import extract_features
+    from hamnet.video.decode import DecodeStats
 
     b = get_bundle(bundle)
     report = progress or (lambda stage, fraction: None)
@@ -122,8 +123,10 @@ def predict_video(
     timings["load_s"] = time.perf_counter() - t0
 
     t1 = time.perf_counter()
+    stats = DecodeStats()
     feats, info, spans = extract_features(
-        backbone, video_path, progress=report, batch_size=batch_size, max_seconds=max_seconds
+        backbone, video_path, progress=report, batch_size=batch_size, max_seconds=max_seconds,
+        stats=stats,
     )
     timings["extract_s"] = time.perf_counter() - t1
 
@@ -138,8 +141,9 @@ def predict_video(
     out = predict_from_outputs(elem, atn, list(b.classes), cfg)
     timings["postprocess_s"] = time.perf_counter() - t3
 
-    # Video length: what the container declares, else what the snippets cover.
-    duration = info.duration if info.duration > 0 else float(spans[-1, 1])
+    # Video length: what was decoded (a truncated file's header overstates it), else what
+    # the container declares, else what the snippets cover.
+    duration = stats.end_time or info.duration or float(spans[-1, 1])
     if max_seconds is not None:
         duration = min(duration, max_seconds)
     segments = []
@@ -164,6 +168,8 @@ def predict_video(
             "height": info.height,
             "rotation": info.rotation,
             "codec": info.codec,
+            "partial": stats.partial,
+            "decode_warnings": list(stats.messages),
         },
         "model": {
             "name": b.name,

@@ -175,7 +175,7 @@ async def receive(
     except ClientDisconnect:
         raise
     except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             raise ApiError(507, "insufficient_storage", "the upload store is full") from None
         raise
     finally:

@@ -21,6 +21,7 @@ from hamnet.config import PostprocessConfig
 from hamnet.errors import BundleError
 from hamnet.video.backbone import BackboneSpec
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "model"))  # helpers
 pytest.importorskip("onnx")
 from headgen import write_head  # noqa: E402
 

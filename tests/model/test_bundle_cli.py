@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "model"))  # helpers
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "video"))  # helpers
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "video"))
 
 from hamnet.bundle import load_bundle  # noqa: E402
 from hamnet.cli import main  # noqa: E402

@@ -150,6 +150,24 @@ def test_predict_checkpoint_anet_preset(tmp_path: Path, capsys: pytest.CaptureFi
     _assert_matches(out["segments"], ref["videos"]["vid1"]["proposals"])
 
 
+@needs_checkpoint
+def test_predict_checkpoint_input_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    feats = tmp_path / "wide.npy"
+    np.save(feats, np.zeros((12, 32), np.float32))  # the model expects D = 64
+    ck = str(FIX / "model_small.npz")
+    assert main(["predict", "--checkpoint", ck, "--features", str(feats)]) == 2
+    err = capsys.readouterr().err
+    assert "wide.npy" in err and "feature_size 64" in err and "Traceback" not in err
+    np.save(feats, E2E_NPZ["vid0"])
+    assert main(["predict", "--checkpoint", ck, "--features", str(feats), "--classes", "a,b"]) == 2
+    assert "2 class names" in capsys.readouterr().err
+    assert main(["predict", "--checkpoint", str(tmp_path / "nope.ckpt"), "--features",
+                 str(feats)]) == 2
+    assert "nope.ckpt" in capsys.readouterr().err
+    out = _predict_json(capsys, "--checkpoint", ck, "--features", str(feats))
+    assert {s["label"] for s in out["segments"]} <= {f"class_{i}" for i in range(5)}
+
+
 @pytest.mark.skipif(not _has("hamnet.nn.export") or not _has("hamnet.nn.checkpoint"),
                     reason="hamnet.nn.export not importable yet")
 def test_predict_onnx_matches_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -269,3 +287,34 @@ def test_evaluate_subprocess_anet(tmp_path: Path) -> None:
     out = json.loads(proc.stdout)
     assert out["average_mAP"] == pytest.approx(0.321, abs=1e-12)
     assert len(out["tiou"]) == 10
+
+
+def test_predict_bundle_video(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The video path: bundle (weight-free motion backbone + tiny head) on a synthetic clip."""
+    pytest.importorskip("av")
+    pytest.importorskip("cv2")
+    from hamnet.bundle import write_bundle
+    from hamnet.video.motion import default_spec
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "video"))
+    from vidgen import write_video
+
+    spec = default_spec()
+    head, _, _ = _tiny_head(tmp_path / "head.onnx", d=spec.feature_dim, c=2)
+    bundle = write_bundle(tmp_path / "bundle", head, ["wave", "clap"], spec, name="toy")
+    frames = []
+    for i in range(75):  # 3 s: a bright square moves during the middle second
+        f = np.full((48, 64, 3), 30, np.uint8)
+        x = 4 + (i - 25) * 2 if 25 <= i < 50 else 4
+        f[16:32, x:x + 12] = 220
+        frames.append(f)
+    video = write_video(tmp_path / "clip.mp4", frames, fps=25)
+    out = _predict_json(capsys, "--bundle", str(bundle), "--video", str(video))
+    assert out["video"]["duration"] == pytest.approx(3.0, abs=0.05)
+    assert out["num_snippets"] >= 4 and len(out["attention"]) == out["num_snippets"]
+    for s in out["segments"]:
+        assert s["label"] in ("wave", "clap") and 0 <= s["start"] < s["end"] <= 3.0 + 1e-6
+    assert main(["predict", "--bundle", str(bundle), "--video", str(tmp_path / "none.mp4")]) == 2
+    assert "none.mp4" in capsys.readouterr().err
+    assert main(["predict", "--bundle", str(bundle), "--features", "x.npy"]) == 2
+    assert "--video" in capsys.readouterr().err

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "model"))  # helpers
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "video"))  # helpers
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("av")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "video"))
 
 from hamnet import pipeline  # noqa: E402
 from hamnet.bundle import write_bundle  # noqa: E402
@@ -111,3 +112,17 @@ def test_short_video_segments_clipped_and_bad_input(bundle: Path, tmp_path: Path
     bad.write_text("nope")
     with pytest.raises(NotAVideoError):
         pipeline.predict_video(bundle, bad)
+
+
+def test_truncated_video_is_reported_partial(bundle: Path, tmp_path: Path) -> None:
+    frames = [np.full((16, 16, 3), 20 + (i % 10) * 20, np.uint8) for i in range(100)]
+    full = write_video(tmp_path / "v.mkv", frames, fps=25)
+    data = full.read_bytes()
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.warns(UserWarning, match="partially decoded"):
+        res = pipeline.predict_video(bundle, cut)
+    assert res["video"]["partial"] is True
+    assert 1.0 < res["video"]["duration"] < 3.5  # what was decoded, not the 4 s header
+    assert res["video"]["decode_warnings"] == [] or isinstance(res["video"]["decode_warnings"][0], str)
+    assert res["num_snippets"] == int(res["video"]["duration"] * 25) // 4

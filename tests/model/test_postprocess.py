@@ -202,6 +202,22 @@ def test_soft_nms_matches_row_by_row_reference(plus_one: bool) -> None:
     np.testing.assert_array_equal(np.stack([st[order], en[order]], 1), [r[1:] for r in ref])
 
 
+def test_soft_nms_matrix_and_row_paths_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Short lists use a precomputed decay matrix, long ones one decay row per pick."""
+    import hamnet.postprocess as pp
+
+    rng = np.random.default_rng(11)
+    st = np.round(rng.uniform(0, 300, 400), 2)
+    en = st + np.round(rng.uniform(0.6, 12, 400), 2)
+    sc = np.repeat(rng.normal(0.5, 1, 100), 4)  # 4-fold duplicates, as the 10 thresholds give
+    monkeypatch.setattr(pp, "_NMS_MATRIX_MAX", 10_000)
+    matrix = soft_nms(sc, st, en, 0.3)
+    monkeypatch.setattr(pp, "_NMS_MATRIX_MAX", 10)
+    rows = soft_nms(sc, st, en, 0.3)
+    np.testing.assert_array_equal(matrix[0], rows[0])
+    np.testing.assert_array_equal(matrix[1], rows[1])
+
+
 def test_soft_nms_plus_one_decays_disjoint_neighbours() -> None:
     sc, st, en = np.array([1.0, 0.9]), np.array([0.0, 1.5]), np.array([1.0, 2.5])
     _, official = soft_nms(sc, st, en, 0.3, plus_one=True)

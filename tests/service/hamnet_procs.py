@@ -28,15 +28,17 @@ def free_port() -> int:
 class Proc:
     """A child process with its output in ``log``; ``stop`` escalates TERM → KILL."""
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log: Path) -> None:
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log: Path,
+                 preexec=None) -> None:  # noqa: ANN001
         self.name, self.argv, self.env, self.log = name, argv, env, log
+        self.preexec = preexec
         self.p: subprocess.Popen | None = None
 
     def start(self) -> Proc:
         fh = open(self.log, "ab")  # noqa: SIM115 (owned by the child)
         self.p = subprocess.Popen(
             self.argv, env=self.env, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=self.preexec,
         )
         fh.close()
         return self
@@ -144,10 +146,11 @@ def wait_worker_ready(r: redis.Redis, proc: Proc, timeout: float = 180.0,
     return wait_for(ready, timeout, "worker", proc)
 
 
-def start_gateway(env: dict[str, str], log: Path, port: int | None = None) -> tuple[Proc, str]:
+def start_gateway(env: dict[str, str], log: Path, port: int | None = None,
+                  preexec=None) -> tuple[Proc, str]:  # noqa: ANN001
     port = port or free_port()
     proc = Proc("gateway", hamnet_argv("serve", "--port", str(port), "--log-level", "warning"),
-                env, log).start()
+                env, log, preexec=preexec).start()
     url = f"http://127.0.0.1:{port}"
     wait_for(lambda: httpx.get(f"{url}/livez", timeout=2).status_code == 200, 60, "gateway",
              proc)

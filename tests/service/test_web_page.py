@@ -211,7 +211,15 @@ def test_upload_shows_timeline_and_seeks(browser: Browser, gateway: str, worker,
     assert job_id
     result = httpx.get(f"{gateway}/v1/jobs/{job_id}/result", timeout=30).json()
     segments = result["segments"]
-    assert segments, f"the model found nothing in the rendered video: {result}"
+    if not segments:
+        # The page says so instead of drawing lanes...
+        assert b.js("document.querySelectorAll('#timeline .segment').length") == 0
+        assert "No action" in b.js("document.getElementById('timeline').textContent")
+        assert "No action" in b.js("document.getElementById('segments-table').textContent")
+        # ...which is only acceptable from the untrained stand-in bundle of conftest.py.
+        assert result["model"]["name"] == "untrained", (
+            f"the model found nothing in the rendered video: {result}")
+        pytest.skip("the untrained stand-in bundle found no segment to draw")
 
     # One lane per class with a segment, one segment element per segment, same labels.
     drawn = b.js("""[...document.querySelectorAll('#timeline .segment')].map(e => ({
@@ -280,9 +288,9 @@ def test_upload_shows_timeline_and_seeks(browser: Browser, gateway: str, worker,
 
     if os.environ.get("HAMNET_UPDATE_SCREENSHOT") == "1":
         first = min(segments, key=lambda s: s["start"])
-        b.js(f"window.hamnet.seek({(first['start'] + first['end']) / 2})")
         b.js("document.querySelectorAll('#timeline .segment')[0]"
              ".dispatchEvent(new MouseEvent('click', {bubbles: true}))")
+        b.js(f"window.hamnet.seek({(first['start'] + first['end']) / 2})")
         b.js("document.activeElement && document.activeElement.blur()")
         time.sleep(1.0)
         b.screenshot(ROOT / "docs" / "page.png")
@@ -304,4 +312,52 @@ def test_rejected_upload_shows_error(browser: Browser, gateway: str, tmp_path: P
     assert message.strip()
     assert b.js("document.getElementById('submit').disabled") is False
     assert b.js("document.getElementById('result-card').hidden") is True
+    assert not b.js_errors()
+
+
+@pytest.fixture(scope="module")
+def keyed_gateway(service_env: dict[str, str], worker, tmp_path_factory):
+    """A second gateway on the same Redis and workers, with API keys configured."""
+    from hamnet_procs import start_gateway
+
+    env = {**service_env, "HAMNET_API_KEYS": "web-test-key-1,other-key"}
+    proc, url = start_gateway(env, tmp_path_factory.mktemp("logs") / "gateway-keys.log")
+    yield url
+    proc.stop()
+
+
+def test_api_key_is_sent_and_remembered(browser: Browser, keyed_gateway: str, small_video: Path):
+    b = browser
+    b.goto(keyed_gateway + "/")
+    b.wait_for("document.getElementById('model-info').textContent.includes('API key')", 30,
+               "the page notices that the server wants a key")
+
+    # Without a key: 401, shown as an error that says what to do.
+    b.set_files("#file", [small_video])
+    b.click("#submit")
+    b.wait_for("document.body.dataset.state === 'failed'", 30, "401")
+    assert b.js("document.getElementById('error-code').textContent") == "code: unauthorized"
+    assert "API key" in b.js("document.getElementById('error-message').textContent")
+
+    # Type the key (real key events), submit: accepted, sent as `Authorization: Bearer`.
+    b.js("document.getElementById('api-key').focus()")
+    b.send("Input.insertText", {"text": "web-test-key-1"})
+    b.click("#submit")
+    b.wait_for("['queued','running','succeeded'].includes(document.body.dataset.state)", 30,
+               "accepted upload")
+    assert b.js("document.getElementById('error').hidden") is True
+    job_id = b.js("decodeURIComponent(location.hash.split('job=')[1] || '')")
+    headers = {"Authorization": "Bearer web-test-key-1"}
+    assert httpx.get(f"{keyed_gateway}/v1/jobs/{job_id}", headers=headers).status_code == 200
+    assert httpx.get(f"{keyed_gateway}/v1/jobs/{job_id}",
+                     headers={"Authorization": "Bearer other-key"}).status_code == 404
+    b.wait_for("['succeeded','failed','cancelled'].includes(document.body.dataset.state)", 300,
+               "job end")
+    assert b.js("localStorage.getItem('hamnet.apiKey')") == "web-test-key-1"
+
+    # Remembered across visits (this origin only).
+    b.goto(keyed_gateway + "/")
+    assert b.js("document.getElementById('api-key').value") == "web-test-key-1"
+    b.wait_for("document.getElementById('model-info').textContent.includes('Model:')", 30,
+               "models listed with the key")
     assert not b.js_errors()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "video"))  # helpers
 
 from hamnet.errors import (  # noqa: E402
     CorruptVideoError,
@@ -254,3 +256,18 @@ def test_garbage_after_header_is_not_fatal(tmp_path: Path) -> None:
         warnings.simplefilter("ignore", PartialDecodeWarning)
         frames = list(iter_frames(bad, 25.0))
     assert len(frames) >= 40
+
+
+def test_resolution_change_mid_stream_keeps_one_shape(tmp_path: Path) -> None:
+    """Byte-concatenated MPEG-TS pieces of different sizes (as some cameras/streams do):
+    every output frame gets the first frame's geometry, so snippets can be stacked."""
+    a, b = tmp_path / "a.ts", tmp_path / "b.ts"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=32x24:rate=25:duration=0.4", "-c:v", "libx264",
+           "-pix_fmt", "yuv420p", str(a))
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=48x32:rate=25:duration=0.4", "-c:v", "libx264",
+           "-pix_fmt", "yuv420p", "-output_ts_offset", "0.4", str(b))
+    both = tmp_path / "ab.ts"
+    both.write_bytes(a.read_bytes() + b.read_bytes())
+    st = DecodeStats()
+    shapes = {f.image.shape for f in iter_frames(both, 25.0, stats=st)}
+    assert shapes == {(24, 32, 3)} and st.decoded == 20

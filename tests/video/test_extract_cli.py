@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "video"))  # helpers
 
 from hamnet.cli import main  # noqa: E402
 from hamnet.cli.extract import find_videos, read_labels  # noqa: E402

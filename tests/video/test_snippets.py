@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "video"))  # helpers
 
 from hamnet.video.decode import Frame, iter_frames  # noqa: E402
 from hamnet.video.snippets import (  # noqa: E402

@@ -28,6 +28,9 @@ class WorkerSettings(BaseSettings):
     soft_time_limit: float = Field(default=1800.0, gt=0, description="Seconds; job fails.")
     time_limit: float = Field(default=1900.0, gt=0, description="Seconds; child is killed.")
     visibility_timeout: float = Field(default=2400.0, gt=0)
+    restore_interval: float = Field(
+        default=10.0, gt=0, description="Seconds between scans for lost (unacked) jobs."
+    )
     max_attempts: int = Field(default=3, ge=1, description="Deliveries before a job is poison.")
     job_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
     heartbeat_s: float = Field(default=5.0, gt=0)

@@ -41,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--flow-method",
-        choices=["tvl1", "farneback"],
+        choices=["tvl1", "farneback", "dis"],
         default="tvl1",
         help="optical flow algorithm recorded in the spec (default: tvl1, the "
         "algorithm the standard THUMOS'14 features used)",

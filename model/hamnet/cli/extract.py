@@ -181,19 +181,23 @@ class _Bar:
     def __init__(self, total: float, disable: bool) -> None:
         self._tqdm = None
         self.disable = disable
+        self.total = total
+        self.done = 0.0
         if not disable:
             try:
                 from tqdm import tqdm
 
-                self._tqdm = tqdm(total=round(total, 2), unit="s", desc="extract",
+                self._tqdm = tqdm(total=total, unit="s", desc="extract",
                                   bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} s video "
                                              "[{elapsed}<{remaining}]")
             except ImportError:
                 pass
 
     def update(self, seconds: float) -> None:
-        if self._tqdm is not None and seconds > 0:
-            self._tqdm.update(seconds)
+        step = min(seconds, self.total - self.done)  # float sums must not overshoot the bar
+        if self._tqdm is not None and step > 0:
+            self._tqdm.update(step)
+            self.done += step
 
     def note(self, msg: str) -> None:
         if self._tqdm is not None:

@@ -193,14 +193,13 @@ def _run_bundle(args: argparse.Namespace) -> dict[str, Any]:
     if args.profile is not None:
         options["profile"] = args.profile
 
-    def progress(*info: Any, **kw: Any) -> None:
-        if not args.json:
-            text = " ".join(str(i) for i in info) or " ".join(f"{k}={v}" for k, v in kw.items())
-            print(f"\r{text[:78]:<78}", end="", file=sys.stderr, flush=True)
+    def progress(stage: str, fraction: float) -> None:
+        # pipeline contract: progress(stage, fraction in 0..1); stderr keeps --json clean
+        print(f"\r{stage:<12} {100 * float(fraction):5.1f}%", end="", file=sys.stderr,
+              flush=True)
 
     result = predict_video(args.bundle, str(video), progress=progress, **options)
-    if not args.json:
-        print(file=sys.stderr)
+    print(file=sys.stderr)
     return result
 
 

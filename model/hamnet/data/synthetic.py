@@ -17,8 +17,8 @@ snippet feature as
   signal near each boundary (weakly distinctive onsets/offsets);
 * ``context``: the video's classes leak weakly into its background (scene context, the main
   reason weak supervision over-extends segments);
-* ``scene_v``: a per-video offset (camera/scene nuisance), ``noise``: i.i.d. Gaussian whose
-  scale is ``difficulty``.
+* ``scene_v``: a per-video offset (camera/scene nuisance), ``noise``: i.i.d. Gaussian with std
+  ``0.5·difficulty``; the sum is multiplied by ``scale`` (see :class:`SynthSpec`).
 
 Snippet t covers [t·16/25, (t+1)·16/25) seconds, the THUMOS I3D convention (16 frames at 25 fps),
 so a video of ``duration`` seconds has ``int(duration·25/16)`` snippets. Everything is
@@ -46,13 +46,17 @@ class SynthSpec:
     difficulty 1 (a unit direction carrying strength s has SNR s along that direction)."""
 
     dim: int = 2048
-    difficulty: float = 1.0  # noise std
-    class_strength: float = 2.0  # mean s_c; each class draws s_c in [0.7, 1.3]·class_strength
-    action_strength: float = 2.0
+    difficulty: float = 1.0  # noise std = 0.5 * difficulty
+    class_strength: float = 3.0  # mean s_c; each class draws s_c in [0.7, 1.3]·class_strength
+    action_strength: float = 3.0
     context: float = 0.4
     edge_strength: float = 0.5
     edge_width: float = 1.0  # snippets
     scene_strength: float = 1.0
+    # Global scale of the output. Real I3D features are small per dimension; large inputs give
+    # the randomly initialised network large, confidently wrong CAS, and the SAL term then
+    # drives the attention to 0 (sigmoid saturates) before the classifier learns anything.
+    scale: float = 0.3
     # random structure only
     num_classes: int = 20
     min_length: int = 64
@@ -202,7 +206,7 @@ def _video_features(
 ) -> np.ndarray:
     t = np.arange(lay.length) + 0.5  # [T] snippet centres
     d = spec.dim
-    x = rng.standard_normal((lay.length, d)).astype(np.float32) * spec.difficulty  # [T, D]
+    x = rng.standard_normal((lay.length, d)).astype(np.float32) * (0.5 * spec.difficulty)
     x += (spec.scene_strength * _unit_rows(rng, 1, d)[0]).astype(np.float32)
     act = np.zeros(lay.length)  # [T] action-ness a(t)
     edge = np.zeros(lay.length)  # [T] boundary signal
@@ -220,7 +224,7 @@ def _video_features(
     if lay.labels_all and spec.context:
         ctx = sum(protos["class"][c] for c in lay.labels_all)  # [D]
         x += np.outer((1.0 - act) * spec.context, ctx).astype(np.float32)
-    return x
+    return x * np.float32(spec.scale)  # [T, D]
 
 
 def generate(
@@ -233,13 +237,17 @@ def generate(
     seed: int = 0,
     spec: SynthSpec | None = None,
     max_length: int | None = None,
+    classes: int | list[str] | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Generate a synthetic W-TAL dataset in ``out_dir`` and return a summary.
 
     ``structure="thumos14"`` needs ``annotations`` (a ``Thumos14reduced-Annotations`` folder);
     ``videos`` subsamples it (half per subset, class-covering), ``max_length`` skips videos
-    longer than that many snippets (CI speed). ``structure="random"`` makes ``videos`` videos
+    longer than that many snippets (CI speed) and ``classes`` (a number: the first n of the
+    sorted class list, or names) keeps only videos whose labels all lie in those classes, with
+    that smaller class list (more videos per class: a smaller, easier problem with the same
+    real temporal structure). ``structure="random"`` makes ``videos`` videos
     (default 200) alternating between subsets 'validation' (train) and 'test'.
     """
     spec = spec or SynthSpec()
@@ -251,22 +259,32 @@ def generate(
     if structure == "thumos14":
         if annotations is None:
             raise DataError("structure='thumos14' needs the Thumos14reduced-Annotations folder")
-        layouts, classes = _thumos_layouts(Path(annotations))
+        layouts, all_classes = _thumos_layouts(Path(annotations))
+        if classes is not None:
+            keep = all_classes[:classes] if isinstance(classes, int) else list(classes)
+            unknown = sorted(set(keep) - set(all_classes))
+            if unknown or not keep:
+                raise DataError(f"{annotations}: classes {unknown or keep} not in the class list")
+            layouts = [
+                lay for lay in layouts if lay.labels_all and set(lay.labels_all) <= set(keep)
+            ]
+            all_classes = sorted(keep)
+        class_names = all_classes
         if videos is not None or max_length is not None:
             layouts = _subsample(layouts, videos or len(layouts), rng, max_length)
     else:
-        layouts, classes = _random_layouts(spec, videos or 200, rng)
+        layouts, class_names = _random_layouts(spec, videos or 200, rng)
     if not layouts:
         raise DataError("no video left to generate (check videos / max_length)")
 
     proto_rng = np.random.default_rng([seed, 1])
-    dirs = _unit_rows(proto_rng, len(classes) + 2, spec.dim)  # [C+2, D]
-    strengths = proto_rng.uniform(0.7, 1.3, size=len(classes)) * spec.class_strength
+    dirs = _unit_rows(proto_rng, len(class_names) + 2, spec.dim)  # [C+2, D]
+    strengths = proto_rng.uniform(0.7, 1.3, size=len(class_names)) * spec.class_strength
     protos = {
-        "class": {c: dirs[i] for i, c in enumerate(classes)},
-        "strength": {c: float(strengths[i]) for i, c in enumerate(classes)},
-        "action": dirs[len(classes)],
-        "edge": dirs[len(classes) + 1],
+        "class": {c: dirs[i] for i, c in enumerate(class_names)},
+        "strength": {c: float(strengths[i]) for i, c in enumerate(class_names)},
+        "action": dirs[len(class_names)],
+        "edge": dirs[len(class_names) + 1],
     }
     items = layouts
     if progress:
@@ -287,7 +305,7 @@ def generate(
                 labels_all=lay.labels_all,
             )
         )
-    fpath = write_wtal(out_dir, name, out, classes)
+    fpath = write_wtal(out_dir, name, out, class_names)
     counts: dict[str, int] = {}
     for lay in layouts:
         counts[lay.subset] = counts.get(lay.subset, 0) + 1
@@ -298,7 +316,7 @@ def generate(
         "subsets": counts,
         "snippets": int(sum(lay.length for lay in layouts)),
         "instances": int(sum(len(lay.segments) for lay in layouts)),
-        "classes": list(classes),
+        "classes": list(class_names),
         "dim": spec.dim,
         "seed": seed,
         "structure": structure,

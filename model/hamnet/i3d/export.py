@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from hamnet.errors import ExportError
+from hamnet.i3d.fp16 import to_fp16
 from hamnet.i3d.layout import FEATURE_DIM
 from hamnet.i3d.model import InceptionI3d
 from hamnet.i3d.recipe import STREAM_CHANNELS, recipe_input
@@ -43,6 +44,9 @@ ATOL_FP32 = 1e-4
 #: feature: 5e-3 * max|ref| (~10 half-precision ulps at the output scale). The recipe weights
 #: measure ~7e-4 * max|ref| (0.016 on features up to 21.9), leaving a 7x margin.
 RTOL_SCALE_FP16 = 5e-3
+
+
+__all__ = ["FeatureGraph", "export_i3d_onnx", "to_fp16", "validate_i3d_onnx"]
 
 
 class FeatureGraph(nn.Module):
@@ -68,40 +72,6 @@ def validation_batch(stream: str) -> np.ndarray:
     """[2,C,16,224,224]: the recipe clip and its negated, time-reversed copy (both in [-1,1])."""
     x = recipe_input(stream, SNIPPET_FRAMES, CROP)  # [1,C,16,224,224]
     return np.ascontiguousarray(np.concatenate([x, -x[:, :, ::-1]], axis=0))
-
-
-def to_fp16(model_proto: Any) -> Any:
-    """Convert a float32 graph to float16 compute with float32 ``frames``/``features`` I/O."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    graph = model_proto.graph
-    for init in graph.initializer:
-        if init.data_type == TensorProto.FLOAT:
-            arr = numpy_helper.to_array(init).astype(np.float16)
-            init.CopyFrom(numpy_helper.from_array(arr, init.name))
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.name == "value" and attr.t.data_type == TensorProto.FLOAT:
-                attr.t.CopyFrom(
-                    numpy_helper.from_array(numpy_helper.to_array(attr.t).astype(np.float16))
-                )
-        node.input[:] = ["frames_fp16" if i == "frames" else i for i in node.input]
-        node.output[:] = ["features_fp16" if o == "features" else o for o in node.output]
-    graph.node.insert(
-        0,
-        helper.make_node(
-            "Cast", ["frames"], ["frames_fp16"], to=TensorProto.FLOAT16, name="frames_to_fp16"
-        ),
-    )
-    graph.node.append(
-        helper.make_node(
-            "Cast", ["features_fp16"], ["features"], to=TensorProto.FLOAT, name="features_to_fp32"
-        )
-    )
-    del graph.value_info[:]  # stale float32 annotations of intermediates
-    onnx.checker.check_model(model_proto)
-    return model_proto
 
 
 def _sha256(path: Path) -> str:

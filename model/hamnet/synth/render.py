@@ -119,7 +119,7 @@ def render_dataset(
     """Render ``count`` videos into ``out`` (see module docstring); returns the gt dict.
 
     ``progress(done, total)`` is called after each video. ``workers > 1`` renders in a
-    process pool (spawned, so it is safe after torch has been imported)."""
+    process pool (see :func:`pool_context`)."""
     if count < 1:
         raise HamnetError(f"count must be >= 1, got {count}")
     cfg = cfg or SceneConfig()
@@ -129,10 +129,9 @@ def render_dataset(
     jobs = [(int(seed), i, cfg, str(videos_dir), crf) for i in range(count)]
     results: list[dict[str, Any]] = []
     if workers > 1 and count > 1:
-        import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(min(workers, count), mp_context=mp.get_context("spawn")) as ex:
+        with ProcessPoolExecutor(min(workers, count), mp_context=pool_context()) as ex:
             for r in ex.map(_render_one, jobs):
                 results.append(r)
                 if progress:
@@ -178,6 +177,17 @@ def render_dataset(
 def video_paths(out: str | Path) -> list[Path]:
     """The MP4 files of a rendered data set, in name order."""
     return sorted((Path(out) / "videos").glob("*.mp4"))
+
+
+def pool_context():
+    """Process start method for render/feature pools: ``fork`` where available (no
+    ``if __name__ == "__main__"`` guard needed in callers' scripts, fast start), else
+    ``spawn``. Pools are started before any torch work in the demo, and the children use
+    only numpy/OpenCV/PyAV."""
+    import multiprocessing as mp
+
+    methods = mp.get_all_start_methods()
+    return mp.get_context("fork" if "fork" in methods else "spawn")
 
 
 def default_workers() -> int:

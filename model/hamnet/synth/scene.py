@@ -199,7 +199,7 @@ def plan_video(rng: np.random.Generator, cfg: SceneConfig, name: str) -> VideoPl
     for label in labels:
         period, amp = sample_motion(label, rng, H)
         motion[label] = (period, amp)
-        size = float(rng.uniform(0.075, 0.1) * H)
+        size = float(rng.uniform(0.09, 0.12) * H)
         x0, x1, y0, y1, smax = extent(label, amp, wobble)
         r = size * smax * 1.25 + 2.0
         best = None

@@ -25,7 +25,7 @@ import numpy as np
 from hamnet.errors import BundleError, MissingDependencyError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from hamnet.video.decode import VideoInfo
+    from hamnet.video.decode import DecodeStats, VideoInfo
 
 SPEC_FILE = "backbone.json"
 STREAMS = ("rgb", "flow")
@@ -275,13 +275,16 @@ def extract_features(
     progress: Callable[[str, float], None] | None = None,
     batch_size: int = 8,
     max_seconds: float | None = None,
+    stats: DecodeStats | None = None,
 ) -> tuple[np.ndarray, VideoInfo, np.ndarray]:
     """Decode ``video_path`` and encode it snippet by snippet.
 
     Streaming with flat memory: at most ``batch_size`` snippets of decoded frames are alive at
     once, so a two-hour video needs no more memory than a ten-second one. Returns
     ``(features [T, D] float32, VideoInfo, spans [T, 2] seconds)``. ``progress("extract",
-    fraction)`` is called after every batch (fraction of the probed duration).
+    fraction)`` is called after every batch (fraction of the probed duration). Pass a
+    :class:`~hamnet.video.decode.DecodeStats` as ``stats`` to learn whether the file was only
+    partially decodable.
     """
     from hamnet.errors import VideoTooShortError
     from hamnet.video.decode import iter_frames, probe
@@ -295,6 +298,7 @@ def extract_features(
         resize_shorter=spec.resize_shorter,
         crop=spec.crop,
         max_seconds=max_seconds,
+        stats=stats,
     )
     feats: list[np.ndarray] = []
     spans: list[tuple[float, float]] = []

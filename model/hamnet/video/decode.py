@@ -277,15 +277,17 @@ def center_crop(image: np.ndarray, crop: int | None) -> np.ndarray:
 
 
 def _to_rgb(
-    frame: av.VideoFrame, rotation: int, size: tuple[int, int] | None, crop: int | None
+    frame: av.VideoFrame, rotation: int, size: tuple[int, int], crop: int | None
 ) -> np.ndarray:
-    """Decoded picture -> upright uint8 RGB, resized (bilinear, in swscale) and cropped."""
-    if size is None:
+    """Decoded picture -> upright uint8 RGB of display size ``size`` (bilinear resize in
+    swscale when needed; a mid-stream resolution change is resized to the first frame's
+    geometry so every output frame has the same shape), then centre-cropped."""
+    rw, rh = size
+    if rotation in (90, 270):  # resize before rotating: the stored picture is transposed
+        rw, rh = rh, rw
+    if (frame.width, frame.height) == (rw, rh):
         rgb = frame.to_ndarray(format="rgb24")
     else:
-        rw, rh = size
-        if rotation in (90, 270):  # resize before rotating: the stored picture is transposed
-            rw, rh = rh, rw
         rgb = frame.reformat(
             width=rw, height=rh, format="rgb24", interpolation="BILINEAR"
         ).to_ndarray()
@@ -325,8 +327,12 @@ def iter_frames(
         stream.codec_context.thread_count = threads
         declared = _declared_duration(container, stream)
         src_fps = _stream_fps(stream) or fps
+        # Bound the output even if timestamps are garbage (a pts far in the future would
+        # otherwise make us repeat the last frame for "hours"): stop a minute (or 10 %) past
+        # the declared duration.
+        hard_end = declared + max(60.0, 0.1 * declared) if declared > 0 else math.inf
         rotation: int | None = None
-        size: tuple[int, int] | None = None
+        size: tuple[int, int] = (0, 0)  # display size after resizing, set by the first frame
         t0: float | None = None
         pending: av.VideoFrame | None = None
         pending_t = 0.0
@@ -383,8 +389,14 @@ def iter_frames(
                     if rotation in (90, 270):
                         dw, dh = dh, dw
                     rw, rh, _, _ = output_size(dw, dh, resize_shorter, crop)
-                    size = None if (rw, rh) == (dw, dh) else (rw, rh)
+                    size = (rw, rh)
                 t = ft - t0
+                if t > hard_end:
+                    st.messages.append(
+                        f"timestamp {t:.1f} s lies far beyond the declared {declared:.1f} s"
+                    )
+                    stopped_early = True
+                    break
                 if pending is not None:
                     if t > pending_t + _EPS:
                         last_dt = t - pending_t
@@ -392,7 +404,7 @@ def iter_frames(
                 pending, pending_t, pending_rgb = frame, max(t, pending_t), None
                 if k / fps >= limit - _EPS:
                     break
-            if k / fps >= limit - _EPS:
+            if k / fps >= limit - _EPS or stopped_early:
                 break
         if pending is None:
             detail = f" ({'; '.join(st.messages)})" if st.messages else ""
@@ -400,7 +412,7 @@ def iter_frames(
         dur = pending.duration
         if dur and pending.time_base is not None and dur > 0:
             last_dt = float(dur * pending.time_base)
-        st.end_time = pending_t + last_dt
+        st.end_time = min(pending_t + last_dt, hard_end)
         yield from emit_until(st.end_time)
         short = declared > 0 and st.end_time < declared - max(0.5, 2.0 / src_fps)
         if max_seconds is None and (stopped_early or st.bad_packets or short):

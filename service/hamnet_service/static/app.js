@@ -29,7 +29,7 @@
     progressCard: $("progress-card"), progress: $("progress"), pct: $("progress-pct"),
     progressText: $("progress-text"), jobId: $("job-id"),
     error: $("error"), errorTitle: $("error-title"), errorMessage: $("error-message"), errorCode: $("error-code"),
-    resultCard: $("result-card"), summary: $("result-summary"), video: $("video"),
+    resultCard: $("result-card"), summary: $("result-summary"), video: $("video"), videoNote: $("video-note"),
     timeline: $("timeline"), segTable: $("segments-table"), segCount: $("segment-count"),
     classScores: $("class-scores"), modelInfo: $("model-info")
   };
@@ -43,8 +43,13 @@
 
   function api(path) { return new URL(path, document.baseURI).toString(); }
 
-  function apiKey() {
-    try { return (localStorage.getItem(KEY_STORAGE) || "").trim(); } catch (e) { return el.apiKey.value.trim(); }
+  function apiKey() { return el.apiKey.value.trim(); }
+
+  function saveApiKey() {
+    try {
+      var k = apiKey();
+      if (k) { localStorage.setItem(KEY_STORAGE, k); } else { localStorage.removeItem(KEY_STORAGE); }
+    } catch (e) { /* storage disabled: the field's value is still used */ }
   }
 
   function authHeaders() {
@@ -368,7 +373,8 @@
 
   function lanesOf(res) {
     var order = {}, lanes = [], byLabel = {};
-    (res.classes || []).forEach(function (c, i) { if (c && c.label !== undefined) { order[c.label] = { i: i, score: c.score }; } });
+    var ranked = (res.classes && res.classes.length ? res.classes : res.video_scores) || [];
+    ranked.forEach(function (c, i) { if (c && c.label !== undefined && !order[c.label]) { order[c.label] = { i: i, score: c.score }; } });
     (res.segments || []).forEach(function (s, i) {
       var key = String(s.label);
       if (!byLabel[key]) {
@@ -407,7 +413,7 @@
 
     drawTimeline();
     fillTable(segs);
-    fillClasses(res.classes || []);
+    fillClasses((res.video_scores && res.video_scores.length ? res.video_scores : res.classes) || []);
     updatePlayhead();
     var heading = document.getElementById("result-title");
     if (heading) { heading.setAttribute("tabindex", "-1"); heading.focus({ preventScroll: true }); }
@@ -439,6 +445,7 @@
 
   function fillClasses(classes) {
     el.classScores.textContent = "";
+    classes = classes.slice().sort(function (a, b) { return (Number(b.score) || 0) - (Number(a.score) || 0); });
     classes.slice(0, 20).forEach(function (c) {
       var li = document.createElement("li");
       var name = document.createElement("span"); name.textContent = String(c.label);
@@ -606,13 +613,8 @@
 
   function init() {
     try { el.apiKey.value = localStorage.getItem(KEY_STORAGE) || ""; } catch (e) { /* storage off */ }
-    el.apiKey.addEventListener("change", function () {
-      try {
-        var k = el.apiKey.value.trim();
-        if (k) { localStorage.setItem(KEY_STORAGE, k); } else { localStorage.removeItem(KEY_STORAGE); }
-      } catch (e) { /* storage off: the field value is used directly */ }
-      loadModelInfo();
-    });
+    el.apiKey.addEventListener("input", saveApiKey);
+    el.apiKey.addEventListener("change", function () { saveApiKey(); loadModelInfo(); });
     el.file.addEventListener("change", onFileChosen);
     el.form.addEventListener("submit", upload);
     el.cancel.addEventListener("click", cancelJob);
@@ -633,7 +635,13 @@
     el.video.addEventListener("timeupdate", function () { updatePlayhead(); });
     el.video.addEventListener("seeked", function () { updatePlayhead(); });
     el.video.addEventListener("play", function () { if (!state.playheadFrame) { playheadLoop(); } });
+    el.video.addEventListener("error", function () {
+      if (!state.objectUrl) { return; }
+      el.videoNote.hidden = false;
+      el.videoNote.textContent = "This browser cannot play this video file; the timeline and the table still show what was found.";
+    });
     el.video.addEventListener("loadedmetadata", function () {
+      el.videoNote.hidden = true;
       if (state.result && !(state.result.video && state.result.video.duration)) { drawTimeline(); }
     });
 
