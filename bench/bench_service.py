@@ -133,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
 
         args.bundle = str(ensure_default_bundle())
     bundle = load_bundle(args.bundle)
+    load_before = os.getloadavg()[0]
     work = Path(tempfile.mkdtemp(prefix="hamnet-bench-"))
     video = render_video(work / f"bench{int(args.duration)}s.mp4", args.duration)
     print(f"video: {video} ({video.stat().st_size / 1e6:.1f} MB)", flush=True)
@@ -172,7 +173,9 @@ def main(argv: list[str] | None = None) -> int:
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
         f"Python {platform.python_version()}; bundle `{bundle.name}` {bundle.version} "
         f"(backbone {bundle.backbone.name}, head provider {provider}); "
-        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}.",
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; 1-min load average "
+        f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after (other work on the machine "
+        "inflates every figure).",
         "",
         f"Video: {args.duration:.0f} s rendered action video "
         f"({last['result']['video']['width']}x{last['result']['video']['height']}, "

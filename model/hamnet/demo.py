@@ -37,7 +37,6 @@ from hamnet.config import (
     TrainConfig,
 )
 from hamnet.errors import ConfigError, HamnetError
-from hamnet.synth.actions import ACTION_CLASSES
 from hamnet.synth.scene import SceneConfig
 
 DATASET = "SynthActions"
@@ -70,18 +69,35 @@ def _sizes() -> dict[str, DemoSize]:
     default_scene = SceneConfig(duration=(20.0, 40.0))
     mini_classes = ("spin", "slide", "pulse")
     mini_scene = SceneConfig(
-        duration=(10.0, 14.0), classes=mini_classes, classes_per_video=(1, 1),
-        instances=(1, 2), distractors=(0, 1),
+        duration=(10.0, 14.0),
+        classes=mini_classes,
+        classes_per_video=(1, 1),
+        instances=(1, 2),
+        distractors=(0, 1),
     )
     return {
         "default": DemoSize(
-            train_videos=160, test_videos=40, scene=default_scene, test_scene=default_scene,
-            epochs=60, batch_size=16, lr=1e-4, num_segments=64, eval_every=10,
+            train_videos=160,
+            test_videos=40,
+            scene=default_scene,
+            test_scene=default_scene,
+            epochs=60,
+            batch_size=16,
+            lr=1e-4,
+            num_segments=64,
+            eval_every=10,
             postprocess=PostprocessConfig(profile="fixed"),
         ),
         "mini": DemoSize(
-            train_videos=24, test_videos=4, scene=mini_scene, test_scene=mini_scene,
-            epochs=40, batch_size=8, lr=1e-4, num_segments=24, eval_every=20,
+            train_videos=24,
+            test_videos=4,
+            scene=mini_scene,
+            test_scene=mini_scene,
+            epochs=40,
+            batch_size=8,
+            lr=1e-4,
+            num_segments=24,
+            eval_every=20,
             postprocess=PostprocessConfig(profile="fixed"),
         ),
     }
@@ -106,7 +122,9 @@ def default_bundle_dir() -> Path:
     return hamnet_home() / "bundles" / "default"
 
 
-def experiment_config(size: DemoSize, seed: int, loss: LossConfig | None = None) -> ExperimentConfig:
+def experiment_config(
+    size: DemoSize, seed: int, loss: LossConfig | None = None
+) -> ExperimentConfig:
     """HAM-Net config for the synthetic set: official losses, smaller data-appropriate
     training settings (10x the official lr: thousands, not millions, of snippets)."""
     from hamnet.video.motion import default_spec
@@ -114,17 +132,24 @@ def experiment_config(size: DemoSize, seed: int, loss: LossConfig | None = None)
     spec = default_spec()
     return ExperimentConfig(
         loss=loss or LossConfig(),
-        postprocess=replace(
-            size.postprocess, fps=spec.fps, snippet_frames=spec.snippet_frames
-        ),
+        postprocess=replace(size.postprocess, fps=spec.fps, snippet_frames=spec.snippet_frames),
         data=DataConfig(
-            dataset=DATASET, feature_type=FEATURE_TYPE, num_segments=size.num_segments,
-            sampling="random", train_subset=TRAIN_SUBSET, test_subset=TEST_SUBSET,
-            feature_fps=spec.fps, snippet_frames=spec.snippet_frames,
+            dataset=DATASET,
+            feature_type=FEATURE_TYPE,
+            num_segments=size.num_segments,
+            sampling="random",
+            train_subset=TRAIN_SUBSET,
+            test_subset=TEST_SUBSET,
+            feature_fps=spec.fps,
+            snippet_frames=spec.snippet_frames,
         ),
         train=TrainConfig(
-            lr=size.lr, batch_size=size.batch_size, max_epochs=size.epochs, seed=seed,
-            device="cpu", eval_every=size.eval_every,
+            lr=size.lr,
+            batch_size=size.batch_size,
+            max_epochs=size.epochs,
+            seed=seed,
+            device="cpu",
+            eval_every=size.eval_every,
         ),
     )
 
@@ -353,13 +378,23 @@ def build_bundle(
     with st.stage("render"):
         bar = _bar(sz.train_videos, "render train", "video", verbose)
         gt_train = render_dataset(
-            work / "train", sz.train_videos, seed, sz.scene, subset=TRAIN_SUBSET,
-            workers=workers, progress=lambda d, n: bar(d),
+            work / "train",
+            sz.train_videos,
+            seed,
+            sz.scene,
+            subset=TRAIN_SUBSET,
+            workers=workers,
+            progress=lambda d, n: bar(d),
         )
         bar = _bar(sz.test_videos, "render held-out", "video", verbose)
         gt_test = render_dataset(
-            work / "test", sz.test_videos, test_seed, sz.test_scene, subset=TEST_SUBSET,
-            workers=workers, progress=lambda d, n: bar(d),
+            work / "test",
+            sz.test_videos,
+            test_seed,
+            sz.test_scene,
+            subset=TEST_SUBSET,
+            workers=workers,
+            progress=lambda d, n: bar(d),
         )
     with st.stage("features"):
         f_train = extract_dataset(
@@ -373,12 +408,17 @@ def build_bundle(
         if data_dir.exists():
             shutil.rmtree(data_dir)
         vids = []
-        for gt, feats, subset in ((gt_train, f_train, TRAIN_SUBSET), (gt_test, f_test, TEST_SUBSET)):
+        for gt, feats, subset in (
+            (gt_train, f_train, TRAIN_SUBSET),
+            (gt_test, f_test, TEST_SUBSET),
+        ):
             for name, entry in gt["database"].items():
                 anns = entry["annotations"]
                 vids.append(
                     WTALVideo(
-                        name=name, features=feats[name], subset=subset,
+                        name=name,
+                        features=feats[name],
+                        subset=subset,
                         segments=[a["segment"] for a in anns],
                         labels=[a["label"] for a in anns],
                         duration=float(entry["duration"]),
@@ -386,13 +426,16 @@ def build_bundle(
                 )
         # Training reads only labels_all (video level) from the train subset; segments are
         # stored for the held-out evaluation.
-        write_wtal(data_dir, DATASET, vids, classes, feature_type=FEATURE_TYPE,
-                   train_subset=TRAIN_SUBSET)
+        write_wtal(
+            data_dir, DATASET, vids, classes, feature_type=FEATURE_TYPE, train_subset=TRAIN_SUBSET
+        )
 
     import torch  # only now: the process pools above are forked from a torch-free parent
 
     torch.set_num_threads(max(1, threads if threads is not None else min(ncpu, 2)))
-    variants = [("hamnet", LossConfig())] + ([("base_loss_only", BASE_LOSS_ONLY)] if ablation else [])
+    variants = [("hamnet", LossConfig())] + (
+        [("base_loss_only", BASE_LOSS_ONLY)] if ablation else []
+    )
     evals: dict[str, Any] = {}
     head_path = None
     train_metrics: dict[str, Any] = {}
@@ -403,10 +446,18 @@ def build_bundle(
             head, metrics = _train_and_export(cfg, data_dir, run_dir, classes, verbose)
         with st.stage(f"evaluate {vname}"):
             results, outputs = head_predictions(head, f_test, classes, cfg.postprocess)
-            det = detection_map(gt_test, {"results": results}, cfg.eval.tiou_thresholds,
-                                subset=TEST_SUBSET, skip_classes_without_gt=True)
-            evals[vname] = {"tiou": det["tiou"], "mAP": det["mAP"],
-                            "average_mAP": det["average_mAP"]}
+            det = detection_map(
+                gt_test,
+                {"results": results},
+                cfg.eval.tiou_thresholds,
+                subset=TEST_SUBSET,
+                skip_classes_without_gt=True,
+            )
+            evals[vname] = {
+                "tiou": det["tiou"],
+                "mAP": det["mAP"],
+                "average_mAP": det["average_mAP"],
+            }
             if verbose:
                 print(f"held-out detection mAP ({vname}, {len(f_test)} videos):")
                 print(map_table(det))
@@ -415,8 +466,14 @@ def build_bundle(
             report_dir = work / "report"
             report_dir.mkdir(exist_ok=True)
             with st.stage("plot"):
-                plot = plot_videos(report_dir / "heldout_cas.png", outputs, gt_test, results,
-                                   classes, spec.snippet_seconds)
+                plot = plot_videos(
+                    report_dir / "heldout_cas.png",
+                    outputs,
+                    gt_test,
+                    results,
+                    classes,
+                    spec.snippet_seconds,
+                )
             (report_dir / "predictions.json").write_text(json.dumps({"results": results}))
 
     assert head_path is not None
@@ -424,22 +481,38 @@ def build_bundle(
         final_cfg = experiment_config(sz, seed)
         training = {
             "source": "hamnet demo (synthetic videos, video-level labels only)",
-            "size": size, "seed": seed, "held_out_seed": test_seed,
-            "train_videos": sz.train_videos, "test_videos": sz.test_videos,
-            "epochs": final_cfg.train.max_epochs, "lr": final_cfg.train.lr,
+            "size": size,
+            "seed": seed,
+            "held_out_seed": test_seed,
+            "train_videos": sz.train_videos,
+            "test_videos": sz.test_videos,
+            "epochs": final_cfg.train.max_epochs,
+            "lr": final_cfg.train.lr,
             "num_segments": final_cfg.data.num_segments,
             "held_out": evals["hamnet"],
             "scene": asdict(sz.scene),
         }
         write_bundle(
-            out, head_path, classes, spec, postprocess=final_cfg.postprocess,
-            name=f"hamnet-synth-{size}", version=f"synth-{size}-s{seed}", training=training,
+            out,
+            head_path,
+            classes,
+            spec,
+            postprocess=final_cfg.postprocess,
+            name=f"hamnet-synth-{size}",
+            version=f"synth-{size}-s{seed}",
+            training=training,
         )
         shutil.copyfile(plot, out / "heldout_cas.png")
     total = round(time.perf_counter() - t_start, 2)
     report = {
-        "bundle": str(out), "work_dir": str(work), "size": size, "seed": seed,
-        "classes": classes, "held_out": evals, "stages": st.seconds, "total_seconds": total,
+        "bundle": str(out),
+        "work_dir": str(work),
+        "size": size,
+        "seed": seed,
+        "classes": classes,
+        "held_out": evals,
+        "stages": st.seconds,
+        "total_seconds": total,
         "plot": str(out / "heldout_cas.png"),
         "train_best_epoch_on_heldout": train_metrics.get("epoch"),
     }

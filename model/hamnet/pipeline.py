@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from hamnet.bundle import Bundle, load_bundle
-from hamnet.errors import ConfigError
+from hamnet.errors import ConfigError, VideoError
 
 Progress = Callable[[str, float], None]
 
@@ -124,10 +124,15 @@ def predict_video(
 
     t1 = time.perf_counter()
     stats = DecodeStats()
-    feats, info, spans = extract_features(
-        backbone, video_path, progress=report, batch_size=batch_size, max_seconds=max_seconds,
-        stats=stats,
-    )
+    try:
+        feats, info, spans = extract_features(
+            backbone, video_path, progress=report, batch_size=batch_size,
+            max_seconds=max_seconds, stats=stats,
+        )
+    except VideoError as e:
+        # Results and job errors are shown to API clients: name the file, not where the
+        # server keeps it.
+        raise type(e)(str(e).replace(str(video_path), Path(video_path).name)) from None
     timings["extract_s"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()

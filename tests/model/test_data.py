@@ -206,8 +206,8 @@ def test_writer_roundtrip(tmp_path: Path) -> None:
         "subset": "test",
         "annotations": [{"segment": ["0.50", "2.00"], "label": "Run"}],
     }
-    # equal lengths must still be stored as an object array of [T, D]
-    write_wtal(tmp_path, "Eq", [WTALVideo(f"v{i}", np.zeros((4, 2)), "test") for i in range(3)])
+    # equal lengths must still be stored as an object array of [T, D]; tuples are accepted
+    write_wtal(tmp_path, "Eq", [(f"v{i}", np.zeros((4, 2)), "test") for i in range(3)])
     raw = np.load(tmp_path / "Eq-I3D-JOINTFeatures.npy", allow_pickle=True)
     assert raw.dtype == object and raw.shape == (3,) and raw[0].shape == (4, 2)
     with pytest.raises(DataError, match="not in the class list"):
@@ -261,6 +261,10 @@ def test_errors(tmp_path: Path) -> None:
     labs[0], labs[1] = ["Jump"], ["Swim"]
     np.save(ann / "labels_all.npy", labs, allow_pickle=True)
     with pytest.raises(DataError, match=r"video v2 has labels \['Swim'\] that are not in"):
+        WTALDataset(d, "Toy")
+    _small(tmp_path)
+    np.save(ann / "videoname.npy", np.array([b"v1", b"v1"]))
+    with pytest.raises(DataError, match=r"videoname.npy: duplicate videos \['v1'\]"):
         WTALDataset(d, "Toy")
     _small(tmp_path)
     (ann / "classlist.npy").write_bytes(b"garbage")
@@ -366,3 +370,13 @@ def test_synthetic_random_and_cli(tmp_path: Path) -> None:
         t = ds.features[i].shape[0]
         assert all(0 <= a < b <= t * 16 / 25 + 1e-9 for a, b in ds.segments[i])
     assert main(["synth-features", "--out", str(tmp_path / "x"), "--dim", "8"]) == 2  # no ann
+
+
+def test_synthetic_class_subset(tmp_path: Path, fixtures_dir: Path) -> None:
+    ann = fixtures_dir / "thumos14" / f"{TH_NAME}-Annotations"
+    s = generate(tmp_path, annotations=ann, classes=3, seed=0, spec=SynthSpec(dim=4))
+    ds = WTALDataset(tmp_path, TH_NAME)
+    assert ds.classlist == ["BaseballPitch", "BasketballDunk", "Billiards"] == s["classes"]
+    assert len(ds) == s["videos"] > 20 and ds.multihot.sum(1).min() >= 1
+    with pytest.raises(DataError, match=r"classes \['Nope'\] not in the class list"):
+        generate(tmp_path / "x", annotations=ann, classes=["Nope"], spec=SynthSpec(dim=4))

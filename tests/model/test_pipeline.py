@@ -19,7 +19,7 @@ pytest.importorskip("av")
 
 from hamnet import pipeline  # noqa: E402
 from hamnet.bundle import write_bundle  # noqa: E402
-from hamnet.errors import ConfigError, NotAVideoError  # noqa: E402
+from hamnet.errors import ConfigError, CorruptVideoError, NotAVideoError  # noqa: E402
 from hamnet.video import backbone as bb  # noqa: E402
 from hamnet.video.backbone import BackboneSpec, register_backbone  # noqa: E402
 from headgen import write_head  # noqa: E402
@@ -126,3 +126,13 @@ def test_truncated_video_is_reported_partial(bundle: Path, tmp_path: Path) -> No
     assert 1.0 < res["video"]["duration"] < 3.5  # what was decoded, not the 4 s header
     assert res["video"]["decode_warnings"] == [] or isinstance(res["video"]["decode_warnings"][0], str)
     assert res["num_snippets"] == int(res["video"]["duration"] * 25) // 4
+
+
+def test_error_messages_do_not_reveal_server_paths(bundle: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "uploads" / "job42" / "clip.mp4"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"\x00\x00\x00\x18ftypisom" + bytes(300))
+    with pytest.raises(CorruptVideoError) as info:
+        pipeline.predict_video(bundle, str(bad))
+    msg = str(info.value)
+    assert "clip.mp4" in msg and str(tmp_path) not in msg

@@ -159,6 +159,9 @@ def test_cli_layers_preset_yaml_flags(tmp_path: Path) -> None:
     args = parser.parse_args(["train", "--data-dir", "d", "--out", "o", "--dataset", "Mine"])
     cfg = build_config(args)  # unknown dataset names fall back to the THUMOS preset
     assert cfg.data.dataset == "Mine" and cfg.train.lr == 1e-5 and cfg.train.max_epochs == 100
+    yaml_path.write_text("data:\n  dataset: FromYaml\n")
+    args = parser.parse_args(["train", "--data-dir", "d", "--out", "o", "--config", str(yaml_path)])
+    assert build_config(args).data.dataset == "FromYaml"  # no --dataset: the YAML's name stays
 
 
 def test_cli_errors(tmp_path: Path, data_dir: Path, capsys) -> None:

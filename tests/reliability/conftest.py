@@ -8,7 +8,6 @@ builds in seconds. ``HAMNET_TEST_BUNDLE`` points them at an existing bundle inst
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -18,9 +17,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from relprocs import Stack  # noqa: E402
-
-pytestmark = pytest.mark.service
+from relprocs import Stack, ensure_test_bundle  # noqa: E402
 
 
 def ffmpeg(*args: str) -> None:
@@ -42,32 +39,7 @@ def rel_bundle(request: pytest.FixtureRequest) -> Path:
     env = os.environ.get("HAMNET_TEST_BUNDLE")
     if env:
         return Path(env)
-    import hamnet.bundle
-    import hamnet.video.motion
-
-    key = hashlib.sha256(Path(hamnet.bundle.__file__).read_bytes()
-                         + Path(hamnet.video.motion.__file__).read_bytes()).hexdigest()[:12]
-    cache = Path(request.config.cache.mkdir(f"hamnet-reliability-bundle-{key}"))
-    out = cache / "bundle"
-    try:
-        hamnet.bundle.load_bundle(out)
-        return out
-    except Exception:
-        import shutil
-
-        shutil.rmtree(out, ignore_errors=True)
-    from hamnet.config import ModelConfig
-    from hamnet.nn.export import export_onnx
-    from hamnet.nn.model import HAMNet
-    from hamnet.video.backbone import load_backbone
-
-    spec = load_backbone("motion").spec
-    classes = ["wave", "jump", "spin"]
-    model = HAMNet(ModelConfig(feature_size=spec.feature_dim, num_class=len(classes)))
-    onnx = cache / "head.onnx"
-    export_onnx(model, onnx)
-    return hamnet.bundle.write_bundle(out, onnx, classes, spec, name="reliability",
-                                      version="0")
+    return ensure_test_bundle(Path(request.config.cache.mkdir("hamnet-reliability")))
 
 
 @pytest.fixture(scope="session")

@@ -84,6 +84,16 @@ def _good(d: Path) -> bytes:
     return p.read_bytes()
 
 
+def _faststart(d: Path) -> bytes:
+    """The good clip with its index (moov) before the frames, so frames can be damaged while
+    the container still opens."""
+    p = d / "fast.mp4"
+    if not p.exists():
+        _good(d)
+        _ff("-i", str(d / "good.mp4"), "-c", "copy", "-movflags", "+faststart", str(p))
+    return p.read_bytes()
+
+
 def _multipart(boundary: str, parts: list[tuple[str, str | None, bytes]]) -> bytes:
     out = b""
     for name, filename, body in parts:
@@ -243,7 +253,7 @@ def interlaced(d: Path) -> Request:
 
 def corrupt_frames(d: Path) -> Request:
     """A valid container whose coded frames are overwritten with noise after the header."""
-    data = bytearray(_good(d))
+    data = bytearray(_faststart(d))
     mdat = data.find(b"mdat")
     rnd = os.urandom(len(data) - mdat - 8)
     data[mdat + 8:] = rnd
@@ -253,7 +263,7 @@ def corrupt_frames(d: Path) -> Request:
 def corrupt_tail(d: Path) -> Request:
     """Decodable start, noise after the first third of the coded frames: the worker decodes
     what it can (a partial result) or fails the job as ``corrupt_video``, never crashes."""
-    data = bytearray(_good(d))
+    data = bytearray(_faststart(d))
     mdat = data.find(b"mdat")
     start = mdat + 8 + (len(data) - mdat - 8) // 3
     data[start:] = os.urandom(len(data) - start)

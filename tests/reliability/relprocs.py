@@ -32,12 +32,48 @@ from hamnet_procs import (  # noqa: E402
     Proc,
     RedisServer,
     free_port,
+    hamnet_argv,
     start_gateway,
     start_worker,
     wait_for,
 )
 
 TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+def ensure_test_bundle(cache: Path) -> Path:
+    """An *untrained* HAM-Net head on the weight-free motion backbone, built once under
+    ``cache`` (keyed by the bundle and backbone sources): the reliability tests and the load
+    bench are about what the service does with jobs, not about accuracy, and this builds in
+    seconds. Needs torch (to export the head) the first time only."""
+    import hashlib
+
+    import hamnet.bundle
+    import hamnet.video.motion
+
+    key = hashlib.sha256(Path(hamnet.bundle.__file__).read_bytes()
+                         + Path(hamnet.video.motion.__file__).read_bytes()).hexdigest()[:12]
+    out = cache / f"reliability-bundle-{key}"
+    try:
+        hamnet.bundle.load_bundle(out)
+        return out
+    except Exception:
+        import shutil
+
+        shutil.rmtree(out, ignore_errors=True)
+    from hamnet.config import ModelConfig
+    from hamnet.nn.export import export_onnx
+    from hamnet.nn.model import HAMNet
+    from hamnet.video.backbone import load_backbone
+
+    cache.mkdir(parents=True, exist_ok=True)
+    spec = load_backbone("motion").spec
+    classes = ["wave", "jump", "spin"]
+    model = HAMNet(ModelConfig(feature_size=spec.feature_dim, num_class=len(classes)))
+    onnx = cache / f"head-{key}.onnx"
+    export_onnx(model, onnx)
+    return hamnet.bundle.write_bundle(out, onnx, classes, spec, name="reliability",
+                                      version="0")
 
 
 class Hold:
@@ -225,9 +261,20 @@ class Stack:
         self.workers.append(proc)
         return proc
 
-    def start_gateway(self, **env: str) -> str:
-        self.gateway, self.url = start_gateway(dict(self.env, **env),
-                                               self.root / "gateway.log")
+    def start_gateway(self, log_level: str = "warning", **env: str) -> str:
+        """(Re)start the gateway; ``env`` overrides the stack's settings for it alone (e.g. a
+        gateway configured differently from the workers)."""
+        if log_level == "warning":
+            self.gateway, self.url = start_gateway(dict(self.env, **env),
+                                                   self.root / "gateway.log")
+            return self.url
+        port = free_port()
+        self.gateway = Proc("gateway", hamnet_argv("serve", "--port", str(port), "--log-level",
+                                                   log_level),
+                            dict(self.env, **env), self.root / "gateway.log").start()
+        self.url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: httpx.get(f"{self.url}/livez", timeout=2).status_code == 200, 60,
+                 "gateway", self.gateway)
         return self.url
 
     def r(self) -> redis.Redis:

@@ -78,8 +78,8 @@ def bundle_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
 
     shutil.rmtree(out, ignore_errors=True)
     if demo is not None and hasattr(demo, "build_bundle"):
-        built = demo.build_bundle(out, size="mini")
-        return Path(built) if built else out
+        built = demo.build_bundle(out, size="mini", verbose=False)
+        return Path(built["bundle"]) if isinstance(built, dict) else out
     return _untrained_bundle(out)
 
 

@@ -24,8 +24,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def mini(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo_mini")
-    report = build_bundle(root / "bundle", size="mini", seed=0, workers=2, verbose=False,
-                          threads=1)
+    report = build_bundle(root / "bundle", size="mini", seed=0, workers=2, verbose=False, threads=1)
     return root, report
 
 
@@ -48,13 +47,26 @@ def test_mini_bundle_is_valid_and_reports_heldout_map(mini):
 def test_predict_finds_the_action_in_an_unseen_video(mini, tmp_path, capsys):
     """One clear instance in a video rendered from a seed the build never used."""
     root, _ = mini
-    cfg = SceneConfig(duration=(14.0, 14.0), classes=("slide",), instances=(1, 1),
-                      distractors=(0, 0), clutter=True)
+    cfg = SceneConfig(
+        duration=(14.0, 14.0),
+        classes=("slide",),
+        instances=(1, 1),
+        distractors=(0, 0),
+        clutter=True,
+    )
     gt = render_dataset(tmp_path, count=1, seed=987_654, cfg=cfg)
-    (name, entry), = gt["database"].items()
+    ((name, entry),) = gt["database"].items()
     truth = entry["annotations"][0]["segment"]
-    rc = main(["predict", "--bundle", str(root / "bundle"), "--video",
-               str(tmp_path / "videos" / f"{name}.mp4"), "--json"])
+    rc = main(
+        [
+            "predict",
+            "--bundle",
+            str(root / "bundle"),
+            "--video",
+            str(tmp_path / "videos" / f"{name}.mp4"),
+            "--json",
+        ]
+    )
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
     assert out["classes"] and out["classes"][0]["label"] == "slide"

@@ -19,9 +19,7 @@ MOTION = slice(0, FEATURE_DIM - _BLOCKS["appearance"] - _BLOCKS["diff_grid"])
 def _snippets(label: str, seed: int, clutter: bool = True, core_only: bool = True):
     """Snippets of a one-instance video, resampled/resized as the default spec does."""
     spec = default_spec()
-    cfg = SceneConfig(
-        duration=(12.0, 12.0), classes=(label,), instances=(1, 1), clutter=clutter
-    )
+    cfg = SceneConfig(duration=(12.0, 12.0), classes=(label,), instances=(1, 1), clutter=clutter)
     plan = make_plan(seed, 0, cfg)
     step = int(round(plan.fps / spec.fps))
     frames = [
@@ -50,9 +48,7 @@ def test_contract_and_default_spec():
     with pytest.raises(BundleError, match="feature_dim"):
         MotionBackbone(BackboneSpec.from_dict({**b.spec.to_dict(), "feature_dim": 10}))
     with pytest.raises(BundleError, match="unknown option"):
-        MotionBackbone(
-            BackboneSpec.from_dict({**b.spec.to_dict(), "options": {"grid": 3}})
-        )
+        MotionBackbone(BackboneSpec.from_dict({**b.spec.to_dict(), "options": {"grid": 3}}))
 
 
 def test_shape_dtype_determinism_and_batch_independence():

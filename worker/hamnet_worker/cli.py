@@ -53,7 +53,8 @@ def _run(args: argparse.Namespace) -> int:
         "--without-mingle",
     ]
     if args.pool != "prefork":
-        # worker_process_init only fires for prefork children; load in-process on first use.
-        os.environ.setdefault("HAMNET_PRELOAD", "false")
+        # worker_process_init only fires in prefork children: load the model in this process
+        # once the worker is ready instead (see tasks._worker_ready).
+        os.environ["HAMNET_IN_PROCESS_POOL"] = "1"
     app.worker_main(argv)
     return 0

@@ -9,12 +9,13 @@ the task, in the worker child.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any
 
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.signals import worker_process_init, worker_process_shutdown, worker_ready
 
 from hamnet_worker import TASK_NAME
 from hamnet_worker.runtime import get_runtime
@@ -87,6 +88,13 @@ def _child_started(**_: Any) -> None:
         except Exception as e:  # reported by the heartbeat and /readyz; jobs fail clearly
             log.error("cannot load the model bundle: %s", e)
     rt.beat()
+
+
+@worker_ready.connect
+def _worker_ready(**_: Any) -> None:
+    """solo/threads pools run tasks in the main process, which has no worker_process_init."""
+    if os.environ.get("HAMNET_IN_PROCESS_POOL") == "1":
+        _child_started()
 
 
 @worker_process_shutdown.connect

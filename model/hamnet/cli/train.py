@@ -29,8 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", required=True, help="folder with the W-TAL files")
     p.add_argument(
         "--dataset",
-        default="Thumos14reduced",
-        help="dataset name (file prefix); also picks the preset if it names one",
+        default=None,
+        help="dataset name (file prefix; default: the config's data.dataset, Thumos14reduced); "
+        "also picks the preset if it names one",
     )
     p.add_argument(
         "--preset",
@@ -65,11 +66,12 @@ def build_config(args: argparse.Namespace) -> Any:
     from hamnet.config import PRESETS, load_yaml, preset, update
 
     name = args.preset or (args.dataset if args.dataset in PRESETS else "Thumos14reduced")
+    dataset = args.dataset
     cfg = preset(name)
     if args.config:
         cfg = load_yaml(args.config, base=cfg)
     over: dict[str, dict[str, Any]] = {
-        "data": {"dataset": args.dataset},
+        "data": {"dataset": dataset} if dataset else {},
         "train": {},
         "loss": {},
         "postprocess": {},

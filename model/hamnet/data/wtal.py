@@ -24,6 +24,7 @@ grid of ``num_segments`` positions, which also repeats snippets of short videos)
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,11 +190,7 @@ class WTALDataset:
 
         self.videonames = [_text(v) for v in np.ravel(ann["videoname"])]
         n = len(self.videonames)
-        dup = (
-            sorted({v for v in self.videonames if self.videonames.count(v) > 1})
-            if (len(set(self.videonames)) != n)
-            else []
-        )
+        dup = sorted(v for v, k in Counter(self.videonames).items() if k > 1)
         if dup:
             raise DataError(f"{self.annotations_dir / 'videoname.npy'}: duplicate videos {dup[:5]}")
         self._check_len("subset", ann["subset"], n)
@@ -372,7 +369,12 @@ class WTALSplit:
         return feat[idx], self.dataset.multihot[j], self.dataset.videonames[j], feat.shape[0]
 
     def batches(self, batch_size: int, shuffle: bool = False) -> Iterator[Batch]:
-        """One epoch of batches; the last one may be smaller (no drop_last, as officially)."""
+        """One epoch of batches; the last one may be smaller (no drop_last, as officially).
+
+        'random'/'uniform' give every video ``num_segments`` snippets, so batches stack exactly
+        as officially. 'all' with ``batch_size > 1`` zero-pads to the longest video (see
+        :attr:`Batch.lengths`); the official code never does that (its test batches are 1).
+        """
         order = self.rng.permutation(len(self)) if shuffle else np.arange(len(self))
         for start in range(0, len(order), batch_size):
             yield collate([self[int(i)] for i in order[start : start + batch_size]])
@@ -429,7 +431,7 @@ def _objects(items: Sequence[Any]) -> np.ndarray:
 def write_wtal(
     out_dir: str | Path,
     name: str,
-    videos: Sequence[WTALVideo],
+    videos: Sequence[WTALVideo | tuple[Any, ...]],
     classlist: Sequence[str] | None = None,
     *,
     feature_type: str = "I3D",
@@ -441,6 +443,8 @@ def write_wtal(
     Returns the features file. The class list defaults to the sorted labels seen.
     """
     out = Path(out_dir)
+    # Plain tuples (name, features, subset, segments, labels, ...) are accepted too.
+    videos = [v if isinstance(v, WTALVideo) else WTALVideo(*v) for v in videos]
     if not videos:
         raise DataError(f"{out}: no videos to write")
     dims = {

@@ -236,7 +236,7 @@ def _unwrap(sd: dict[str, Any], where: str) -> dict[str, torch.Tensor]:
 
 
 def load_i3d_state_dict(
-    source: str | os.PathLike[str] | Mapping[str, Any], in_channels: int | None = None
+    path_or_dict: str | os.PathLike[str] | Mapping[str, Any], in_channels: int | None = None
 ) -> InceptionI3d:
     """Build an eval-mode :class:`InceptionI3d` from a pytorch-i3d checkpoint or state dict.
 
@@ -245,8 +245,12 @@ def load_i3d_state_dict(
     upstream files were converted for PyTorch 0.3). Anything else missing, unexpected,
     mis-shaped or non-finite raises :class:`CheckpointError` naming the keys.
     """
-    where = f"I3D checkpoint {source}" if not isinstance(source, Mapping) else "I3D state dict"
-    sd = _unwrap(_read_state_dict(source), where)
+    where = (
+        f"I3D checkpoint {path_or_dict}"
+        if not isinstance(path_or_dict, Mapping)
+        else "I3D state dict"
+    )
+    sd = _unwrap(_read_state_dict(path_or_dict), where)
     first = sd.get("Conv3d_1a_7x7.conv3d.weight")
     if first is None:
         hint = ""

@@ -280,7 +280,7 @@ def train(
         )
 
         if epoch % cfg.train.eval_every == 0 or epoch == cfg.train.max_epochs:
-            res = evaluate(model, test_split, gt, cfg, ds.classlist, device)
+            res = evaluate(model, test_split, gt, cfg, ds.classlist, device, bar is not None)
             row.update(
                 average_mAP=res.average_mAP,
                 cls_mAP=res.cls_mAP,

@@ -104,6 +104,13 @@ class DecodeStats:
 # ----------------------------------------------------------------------------- opening
 
 
+def _reason(e: Exception) -> str:
+    """FFmpeg's reason without the file name PyAV appends (messages name the file once, as
+    the caller gave it, so a service can replace it with a public name)."""
+    reason = getattr(e, "strerror", None)
+    return str(reason) if reason else str(e)
+
+
 def _looks_like_container(path: Path) -> bool:
     try:
         with open(path, "rb") as fh:
@@ -129,11 +136,13 @@ def _open(path: str | Path) -> av.container.InputContainer:
         if _looks_like_container(p):
             raise CorruptVideoError(
                 f"{p}: looks like a video container but cannot be opened (truncated or "
-                f"corrupt; {size} bytes): {e}"
+                f"corrupt; {size} bytes): {_reason(e)}"
             ) from None
-        raise NotAVideoError(f"{p}: not a video file (no known container format): {e}") from None
+        raise NotAVideoError(
+            f"{p}: not a video file (no known container format): {_reason(e)}"
+        ) from None
     except (OSError, UnicodeDecodeError) as e:
-        raise VideoError(f"{p}: cannot read file: {e}") from None
+        raise VideoError(f"{p}: cannot read file: {_reason(e)}") from None
 
 
 def _video_stream(container: av.container.InputContainer, path: str | Path) -> av.VideoStream:
@@ -216,7 +225,9 @@ def probe(path: str | Path) -> VideoInfo:
         try:
             first = _first_frame(container, stream)
         except av.error.FFmpegError as e:
-            raise CorruptVideoError(f"{path}: cannot read the video stream: {e}") from None
+            raise CorruptVideoError(
+                f"{path}: cannot read the video stream: {_reason(e)}"
+            ) from None
         if first is None:
             raise CorruptVideoError(f"{path}: no decodable video frame")
         rotation = _frame_rotation(first) or _tag_rotation(stream)
@@ -360,7 +371,7 @@ def iter_frames(
             except StopIteration:
                 break
             except av.error.FFmpegError as e:  # container-level damage: keep what we have
-                st.messages.append(f"demuxing stopped: {e}")
+                st.messages.append(f"demuxing stopped: {_reason(e)}")
                 stopped_early = True
                 break
             try:
@@ -370,7 +381,7 @@ def iter_frames(
                 st.bad_packets += 1
                 consecutive += 1
                 if len(st.messages) < 5:
-                    st.messages.append(f"undecodable packet: {e}")
+                    st.messages.append(f"undecodable packet: {_reason(e)}")
                 if consecutive >= _MAX_CONSECUTIVE_ERRORS:
                     st.messages.append(f"gave up after {consecutive} bad packets in a row")
                     stopped_early = True

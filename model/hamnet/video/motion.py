@@ -346,8 +346,9 @@ class MotionBackbone:
         dg = np.bincount(cell16, weights=diff, minlength=16) / n16
         blocks.append(2.0 * _psqrt(dg))
         # appearance (68)
-        blocks.append(self._appearance(small[len(small) // 2], gray[len(gray) // 2], cell4, n4,
-                                       cell16, n16))
+        blocks.append(
+            self._appearance(small[len(small) // 2], gray[len(gray) // 2], cell4, n4, cell16, n16)
+        )
         out = np.concatenate(blocks).astype(np.float32)
         assert out.shape == (FEATURE_DIM,), out.shape
         return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
@@ -378,8 +379,9 @@ class MotionBackbone:
             ]
         )  # fmt: skip
         scale = np.array([1, 1, 1, 1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1], float)
-        out = np.concatenate([0.15 * _psqrt(dir_hist), 0.15 * _psqrt(turn),
-                              0.1 * _psqrt(stats * scale / 10.0)])
+        out = np.concatenate(
+            [0.15 * _psqrt(dir_hist), 0.15 * _psqrt(turn), 0.1 * _psqrt(stats * scale / 10.0)]
+        )
         return out
 
     @staticmethod
@@ -398,7 +400,4 @@ class MotionBackbone:
         hog_g = h4.sum(0) / npix
         hog_c = (h4 / n4[:, None]).ravel()
         layout = np.bincount(cell16, weights=g.ravel(), minlength=16) / n16
-        return np.concatenate(
-            [_psqrt(hue_h), 2 * _psqrt(hog_g), 2 * _psqrt(hog_c),
-             0.5 * layout]
-        )
+        return np.concatenate([_psqrt(hue_h), 2 * _psqrt(hog_g), 2 * _psqrt(hog_c), 0.5 * layout])

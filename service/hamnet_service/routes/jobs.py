@@ -156,7 +156,9 @@ def _probe(path: Any, filename: str) -> dict[str, Any]:
     status_code=202,
     response_model=Job,
     summary="Upload a video and start a job",
-    responses={200: {"model": Job, "description": "Idempotency-Key replay: the same job"},
+    responses={202: {"description": "Accepted: the job is queued", "headers": {
+                   "Location": {"description": "URL of the job", "schema": {"type": "string"}}}},
+               200: {"model": Job, "description": "Idempotency-Key replay: the same job"},
                **responses(400, 401, 409, 413, 415, 422, 429, 503, 507)},
     openapi_extra={"requestBody": {"required": True, "content": {
         "multipart/form-data": {"schema": _UPLOAD_SCHEMA}}}},
@@ -179,11 +181,13 @@ async def create_job(
     if model is None:
         raise ApiError(503, "model_unavailable", "the model bundle is not available yet")
     client = owner if owner != ANONYMOUS else f"ip:{request.client.host if request.client else ''}"
-    wait = store.rate_hit(client, s.rate_limit_per_minute)
+    # Redis calls run in the thread pool: during a Redis restart the client retries for
+    # seconds, which must not freeze the event loop (and every other request) meanwhile.
+    wait = await run_in_threadpool(store.rate_hit, client, s.rate_limit_per_minute)
     if wait:
         raise ApiError(429, "rate_limited", "too many jobs submitted; retry later",
                        headers={"Retry-After": str(wait)})
-    if store.counts()["queued"] >= s.max_queue:
+    if (await run_in_threadpool(store.counts))["queued"] >= s.max_queue:
         raise ApiError(429, "queue_full", f"{s.max_queue} jobs are waiting; retry later",
                        headers={"Retry-After": str(s.queue_retry_after_s)})
     job_id = new_job_id()
@@ -193,13 +197,13 @@ async def create_job(
         bundle = state.model_state.get()
         extra = await run_in_threadpool(_params, up, list(bundle.classes))
         video = await run_in_threadpool(_probe, up.path, up.filename)
-        storage.commit(job_id)
+        await run_in_threadpool(storage.commit, job_id)
         record = {
             "id": job_id, "owner": owner, "model": model, "filename": up.filename,
             "size_bytes": up.size, "sha256": up.sha256, "video": video, **extra,
         }
         try:
-            job, created = store.create(record, idempotency_key=idempotency_key)
+            job, created = await run_in_threadpool(store.create, record, idempotency_key)
         except IdempotencyConflict:
             raise ApiError(409, "idempotency_key_reused",
                            "this Idempotency-Key was used for a different upload") from None
@@ -212,7 +216,8 @@ async def create_job(
         try:
             await run_in_threadpool(send_job, state.celery_client(), job_id, s.queue)
         except Exception:
-            store.fail(job_id, "enqueue_failed", "the job could not be queued")
+            await run_in_threadpool(store.fail, job_id, "enqueue_failed",
+                                    "the job could not be queued")
             raise ApiError(503, "broker_unavailable", "the job queue is unavailable") from None
     except BaseException:
         storage.remove(job_id)
