@@ -100,7 +100,7 @@ for _ in $(seq 600); do
 done
 curl -fsS "$url/readyz" >/dev/null 2>&1 || echo "[run] not ready yet: see $url/readyz" >&2
 echo
-echo "  hamnet is running: $url   (API docs: $url/docs)"
+echo "  hamnet is running: $url   (API: $url/openapi.json)"
 echo "  Ctrl-C stops everything."
 echo
 

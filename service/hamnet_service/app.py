@@ -102,7 +102,9 @@ def create_app() -> FastAPI:
             "With API keys configured, send `Authorization: Bearer <key>`."
         ),
         lifespan=lifespan,
-        docs_url="/docs",
+        # FastAPI's /docs loads Swagger UI from a CDN with an inline script: it would not work
+        # offline nor under our CSP. The contract is /openapi.json (and openapi.yaml).
+        docs_url=None,
         redoc_url=None,
     )
     errors.install(app)

@@ -9,6 +9,7 @@
 | ``HAMNET_API_KEYS`` | empty (no auth) | comma-separated keys for ``Authorization: Bearer`` |
 | ``HAMNET_MAX_UPLOAD_BYTES`` | 2 GiB | 413 above this |
 | ``HAMNET_MAX_DURATION_S`` | 14400 | 422 ``video_too_long`` above this |
+| ``HAMNET_MIN_DURATION_S`` | 0.5 | 422 ``video_too_short`` below this (or a single frame) |
 | ``HAMNET_MAX_DIMENSION`` | 8192 | 422 ``resolution_too_large`` when width or height exceed it |
 | ``HAMNET_MAX_QUEUE`` | 100 | 429 ``queue_full`` when this many jobs wait |
 | ``HAMNET_RATE_LIMIT_PER_MINUTE`` | 60 | job submissions per key (or client) and minute; 0: off |
@@ -37,6 +38,7 @@ class ServiceSettings(BaseSettings):
     queue: str = "gpu"
     max_upload_bytes: int = Field(default=2 * 1024**3, ge=1)
     max_duration_s: float = Field(default=4 * 3600.0, gt=0)
+    min_duration_s: float = Field(default=0.5, ge=0)
     max_dimension: int = Field(default=8192, ge=1)
     max_queue: int = Field(default=100, ge=1)
     queue_retry_after_s: int = Field(default=30, ge=1)

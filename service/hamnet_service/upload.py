@@ -7,10 +7,12 @@ removes the partial file before the error leaves this module.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import hashlib
 import os
 import re
+import time
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,8 +122,8 @@ class _Receiver:
 
     def _part_end(self) -> None:
         if self._is_file:
-            self._fh.close()
-            self._fh = None
+            fh, self._fh = self._fh, None
+            fh.close()  # may raise ENOSPC (flushing the buffer): handled as 507 by receive()
         elif self._name is not None:
             try:
                 self.up.fields[self._name] = self._value.decode("utf-8")
@@ -131,15 +133,30 @@ class _Receiver:
     def _end(self) -> None:
         self.ended = True
 
-    def close(self) -> None:
+    def touch(self) -> None:
+        """Flush and bump the partial file's mtime: the sweeper judges liveness by mtime, and
+        a slow client may take longer than the idle threshold to fill the write buffer."""
         if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+            self._fh.flush()
+            os.utime(self.up.path)
+
+    def close(self) -> None:
+        """Error path: release the file whatever happens (a full disk fails the flush again)."""
+        fh, self._fh = self._fh, None
+        if fh is not None:
+            try:
+                fh.close()
+            except OSError:
+                pass
 
 
 async def receive(
-    request: Request, path: Path, max_bytes: int, max_field: int, max_fields: int
+    request: Request, path: Path, max_bytes: int, max_field: int, max_fields: int,
+    idle_s: float = 60.0,
 ) -> Upload:
+    """Stream the multipart body into ``path``. ``idle_s`` is the sweeper's threshold for
+    orphaned partial files: a live upload touches its file at least every ``idle_s / 4``,
+    and a client that sends nothing for ``idle_s / 2`` gets 408 (its file would be swept)."""
     ctype, opts = parse_options_header(request.headers.get("content-type"))
     if ctype != b"multipart/form-data" or not opts.get(b"boundary"):
         raise ApiError(
@@ -157,9 +174,21 @@ async def receive(
             parser = MultipartParser(opts[b"boundary"], rx.callbacks())
         except Exception:
             raise ApiError(400, "malformed_multipart", "invalid multipart boundary") from None
-        async for chunk in request.stream():
+        stream = request.stream().__aiter__()
+        last_touch = time.monotonic()
+        while True:
+            try:
+                chunk = await asyncio.wait_for(stream.__anext__(), timeout=idle_s / 2)
+            except StopAsyncIteration:
+                break
+            except asyncio.TimeoutError:
+                raise ApiError(408, "upload_stalled",
+                               f"no upload data for {idle_s / 2:.0f} s") from None
             if chunk:
                 parser.write(chunk)
+            if time.monotonic() - last_touch > idle_s / 4:
+                rx.touch()
+                last_touch = time.monotonic()
         parser.finalize()
         if not rx.ended:
             raise ApiError(400, "malformed_multipart", "the multipart body is incomplete")

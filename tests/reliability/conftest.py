@@ -35,11 +35,13 @@ def make_video(out: Path, seconds: float, size: str = "64x48", rate: float = 10,
 
 
 @pytest.fixture(scope="session")
-def rel_bundle(request: pytest.FixtureRequest) -> Path:
+def rel_bundle(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     env = os.environ.get("HAMNET_TEST_BUNDLE")
     if env:
         return Path(env)
-    return ensure_test_bundle(Path(request.config.cache.mkdir("hamnet-reliability")))
+    cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider
+    where = cache.mkdir("hamnet-reliability") if cache else tmp_path_factory.mktemp("bundle")
+    return ensure_test_bundle(Path(where))
 
 
 @pytest.fixture(scope="session")

@@ -147,9 +147,6 @@ def assert_duplicate_delivery_is_skipped(stack: Stack, job_id: str) -> None:
     assert counters(stack) == before
 
 
-@pytest.mark.xfail(reason="defect D1: the reaper fails the orphaned job (time_limit + 30 s) "
-                   "before kombu restores the message (visibility timeout + up to 100 s)",
-                   strict=False)
 def test_kill9_whole_worker_then_restart(stack_factory, videos) -> None:
     """The whole worker (parent and child) is killed mid-job and nothing is left to requeue
     the message: it stays unacknowledged in Redis, and a worker started later redelivers it
@@ -170,6 +167,37 @@ def test_kill9_whole_worker_then_restart(stack_factory, videos) -> None:
     assert final["attempts"] == 2
     assert counters(s)["succeeded"] == 1
     assert_clean(s)
+
+
+@pytest.mark.xfail(reason="defect D1: the reaper fails a running job after time_limit + 30 s, "
+                   "before its unacknowledged message can be redelivered (visibility timeout)",
+                   strict=False)
+def test_reaper_leaves_redeliverable_jobs_alone(stack_factory) -> None:
+    """The worker's reaper fails jobs stuck in ``running``. It must not touch one whose
+    message is still waiting for redelivery (younger than the visibility timeout plus a
+    restore sweep): with the defaults (hard limit 1900 s, visibility 2400 s) a job whose whole
+    worker died (container restart, node loss) would otherwise be failed as
+    ``time_limit_exceeded`` ~8 minutes before Redis hands it to the restarted worker. A job
+    older than that is genuinely lost and must be failed."""
+    from hamnet_worker.jobs import JobStore, new_job_id
+
+    s = stack_factory("reaper", workers=0, gateway=False, HAMNET_SOFT_TIME_LIMIT="4",
+                      HAMNET_TIME_LIMIT="5", HAMNET_VISIBILITY_TIMEOUT="120",
+                      HAMNET_RESTORE_INTERVAL="5")
+    store = JobStore(s.r())
+    ages = {"waiting": 60, "lost": 400}  # seconds since the (dead) worker claimed them
+    ids = {}
+    for name, age in ages.items():
+        ids[name] = new_job_id()
+        store.create({"id": ids[name], "owner": "anonymous", "params": {}})
+        store.begin(ids[name], 3)
+        s.r().zadd("hamnet:running", {ids[name]: time.time() - age})
+    s.start_worker()
+    s.wait_workers(1)
+    wait_until(lambda: s.job(ids["lost"])["status"] == "failed", 30, "the lost job reaped")
+    assert s.job(ids["lost"])["error"]["code"] == "time_limit_exceeded"
+    time.sleep(2)
+    assert s.job(ids["waiting"])["status"] == "running"
 
 
 # ------------------------------------------------------------------------------ Redis restart

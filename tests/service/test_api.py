@@ -126,6 +126,14 @@ def test_still_image(api: httpx.Client, tmp_path: Path, ext: str) -> None:
     assert r.status_code == 415 and err(r) == "not_a_video"
 
 
+def test_single_frame_is_too_short(api: httpx.Client, tmp_path: Path) -> None:
+    out = tmp_path / "one.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=10",
+                    "-frames:v", "1", "-pix_fmt", "yuv420p", "-y", str(out)], check=True)
+    r = post(api, out.read_bytes())
+    assert r.status_code == 422 and err(r) == "video_too_short"
+
+
 def test_audio_only(api: httpx.Client, tmp_path: Path) -> None:
     out = tmp_path / "a.m4a"
     subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=duration=1",

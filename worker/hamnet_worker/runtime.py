@@ -119,7 +119,7 @@ class Runtime:
                     self.beat()
                     if time.monotonic() - last_reap > 30:
                         last_reap = time.monotonic()
-                        for job_id in self.store.reap_stale(self.settings.time_limit + 30):
+                        for job_id in self.store.reap_stale(self.reap_after_s()):
                             self.storage.remove(job_id)
                 except Exception as e:  # Redis restarting: keep beating when it is back
                     log.debug("heartbeat failed: %s", e)
@@ -127,6 +127,15 @@ class Runtime:
 
         self._hb = threading.Thread(target=loop, name="hamnet-heartbeat", daemon=True)
         self._hb.start()
+
+    def reap_after_s(self) -> float:
+        """A running job nobody has touched for this long is failed. Not merely the hard time
+        limit: a whole worker killed mid-job leaves its message unacknowledged, and Redis hands
+        it to another worker only after the visibility timeout (plus one restore scan), which
+        must win over the reaper. A child killed by the hard limit is failed at once by the
+        ``task_failure`` handler, so this is only the backstop."""
+        s = self.settings
+        return s.visibility_timeout + s.restore_interval + 30
 
     def stop(self) -> None:
         self._stop.set()

@@ -14,8 +14,8 @@ import time
 from typing import Any
 
 from celery import shared_task
-from celery.exceptions import SoftTimeLimitExceeded
-from celery.signals import worker_process_init, worker_process_shutdown, worker_ready
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+from celery.signals import task_failure, worker_process_init, worker_process_shutdown, worker_ready
 
 from hamnet_worker import TASK_NAME
 from hamnet_worker.runtime import get_runtime
@@ -100,6 +100,29 @@ def _worker_ready(**_: Any) -> None:
 @worker_process_shutdown.connect
 def _child_stopping(**_: Any) -> None:
     get_runtime().stop()
+
+
+@task_failure.connect
+def _hard_time_limit(sender: Any = None, task_id: str | None = None, exception: Any = None,
+                     args: Any = None, **_: Any) -> None:
+    """The hard time limit kills the child; Celery then reports the failure here, in the
+    *parent* process (so no model, and no runtime: it is built from scratch). The message is
+    acknowledged as failed, so nothing would ever finish the job: fail it now."""
+    if getattr(sender, "name", None) != TASK_NAME or not isinstance(exception, TimeLimitExceeded):
+        return
+    from hamnet_worker.jobs import JobStore, connect
+    from hamnet_worker.settings import get_settings
+    from hamnet_worker.storage import Storage
+
+    job_id = (args or [task_id])[0]
+    s = get_settings()
+    store = JobStore(connect(s.redis_url), ttl=s.job_ttl_s)
+    try:
+        store.fail(job_id, "time_limit_exceeded",
+                   f"processing was killed at the {s.time_limit:.0f} s hard time limit")
+        Storage(s.data_dir).remove(job_id)
+    finally:
+        store.r.close()
 
 
 @shared_task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True)

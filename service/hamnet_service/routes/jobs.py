@@ -144,6 +144,9 @@ def _probe(path: Any, filename: str) -> dict[str, Any]:
                        f"{filename}: {info.width}x{info.height} exceeds {s.max_dimension} px")
     if not (0 < info.fps <= 1000) or not math.isfinite(info.duration) or info.duration < 0:
         raise ApiError(422, "invalid_timing", f"{filename}: implausible frame rate or duration")
+    if (0 < info.duration < s.min_duration_s) or info.num_frames_est == 1:
+        raise ApiError(422, "video_too_short",
+                       f"{filename}: shorter than {s.min_duration_s:g} s")
     if info.duration > s.max_duration_s:
         raise ApiError(422, "video_too_long",
                        f"{filename}: {info.duration:.0f} s exceeds {s.max_duration_s:.0f} s")
@@ -159,7 +162,7 @@ def _probe(path: Any, filename: str) -> dict[str, Any]:
     responses={202: {"description": "Accepted: the job is queued", "headers": {
                    "Location": {"description": "URL of the job", "schema": {"type": "string"}}}},
                200: {"model": Job, "description": "Idempotency-Key replay: the same job"},
-               **responses(400, 401, 409, 413, 415, 422, 429, 503, 507)},
+               **responses(400, 401, 408, 409, 413, 415, 422, 429, 503, 507)},
     openapi_extra={"requestBody": {"required": True, "content": {
         "multipart/form-data": {"schema": _UPLOAD_SCHEMA}}}},
 )
@@ -192,7 +195,7 @@ async def create_job(
                        headers={"Retry-After": str(s.queue_retry_after_s)})
     job_id = new_job_id()
     up = await receive(request, storage.partial_path(job_id), s.max_upload_bytes,
-                       s.max_field_bytes, s.max_fields)
+                       s.max_field_bytes, s.max_fields, idle_s=s.partial_idle_s)
     try:
         bundle = state.model_state.get()
         extra = await run_in_threadpool(_params, up, list(bundle.classes))

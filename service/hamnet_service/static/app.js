@@ -64,8 +64,11 @@
   function fmtTime(t) {
     if (!isFinite(t)) { return "–"; }
     var neg = t < 0; t = Math.abs(t);
-    var m = Math.floor(t / 60), s = t - m * 60;
-    var out = (m > 0 ? m + ":" + (s < 10 ? "0" : "") + s.toFixed(1) : s.toFixed(1) + " s");
+    var h = Math.floor(t / 3600), m = Math.floor((t - h * 3600) / 60), s = t - h * 3600 - m * 60;
+    var out;
+    if (h > 0) { out = h + ":" + (m < 10 ? "0" : "") + m + ":" + (s < 10 ? "0" : "") + Math.floor(s); }
+    else if (m > 0) { out = m + ":" + (s < 10 ? "0" : "") + s.toFixed(1); }
+    else { out = s.toFixed(1) + " s"; }
     return (neg ? "-" : "") + out;
   }
 
@@ -494,7 +497,8 @@
     for (var t = 0; t <= duration + 1e-9; t += step) {
       var xx = x(t);
       svg("line", { x1: xx, x2: xx, y1: AXIS - 4, y2: H - 4, "class": "grid" }, axis);
-      var lab = svg("text", { x: xx, y: AXIS - 8, "class": "tick", "text-anchor": t === 0 ? "start" : "middle" }, axis);
+      var anchor = t === 0 ? "start" : (xx > W - R - 30 ? "end" : "middle");
+      var lab = svg("text", { x: anchor === "end" ? W - 2 : xx, y: AXIS - 8, "class": "tick", "text-anchor": anchor }, axis);
       lab.textContent = step < 1 ? t.toFixed(1) + "s" : fmtTime(t).replace(".0 s", "s").replace(/\.0$/, "");
     }
 
