@@ -862,6 +862,10 @@ def test_readme_names_both_paths() -> None:
 
 # ---------------------------------------------------------------------- slow: install the pins
 
+# Wheels the slow tests download once and reuse (offline afterwards); /.hamnet/ is ignored by git.
+WHEELHOUSE = Path(os.environ.get("HAMNET_WHEELHOUSE", ROOT / ".hamnet" / "wheels"))
+
+
 def _venv(path: Path) -> Path:
     venv.EnvBuilder(with_pip=True, clear=True).create(path)
     return path / "bin" / "python"
@@ -869,10 +873,19 @@ def _venv(path: Path) -> Path:
 
 def _pip(py: Path, *args: str, timeout: float = 900) -> None:
     env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-    env.pop("PIP_NO_CACHE_DIR", None)  # reuse downloaded wheels between runs
     r = subprocess.run([str(py), "-m", "pip", *args], capture_output=True, text=True,
                        timeout=timeout, env=env)
     assert r.returncode == 0, f"pip {' '.join(args)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+
+
+def _wheels(py: Path, requirements: Path) -> list[str]:
+    """Fill the wheelhouse with the pinned wheels (and the project's build backend), then
+    return pip options that install from it alone."""
+    WHEELHOUSE.mkdir(parents=True, exist_ok=True)
+    house = ["--find-links", str(WHEELHOUSE)]
+    _pip(py, "download", "--quiet", "--only-binary=:all:", "--dest", str(WHEELHOUSE), *house,
+         "-r", str(requirements), "setuptools>=68", "wheel")
+    return ["--no-index", *house]
 
 
 def _freeze(py: Path) -> dict[str, str]:
@@ -891,8 +904,10 @@ def test_worker_pins_install_and_import(tmp_path: Path) -> None:
     text = (LOCKS / "worker.txt").read_text()
     lock.write_text(re.sub(r"(?m)^onnxruntime-gpu==", "onnxruntime==", text))
     py = _venv(tmp_path / "venv")
-    _pip(py, "install", "--no-compile", "-r", str(lock))
-    _pip(py, "install", "--no-compile", "--no-deps", str(ROOT))  # as the Dockerfile does
+    offline = _wheels(py, lock)
+    _pip(py, "install", "--no-compile", *offline, "-r", str(lock))
+    # as the Dockerfile does
+    _pip(py, "install", "--no-compile", *offline, "--no-deps", str(ROOT))
     _pip(py, "check")
     installed = _freeze(py)
     expected = {("onnxruntime" if n == "onnxruntime-gpu" else n): v for n, v in pins.items()}
@@ -922,8 +937,9 @@ def test_worker_pins_install_and_import(tmp_path: Path) -> None:
 def test_gateway_pins_install_and_import(tmp_path: Path) -> None:
     pins = read_lock("gateway")
     py = _venv(tmp_path / "venv")
-    _pip(py, "install", "--no-compile", "-r", str(LOCKS / "gateway.txt"))
-    _pip(py, "install", "--no-compile", "--constraint", str(LOCKS / "gateway.txt"),
+    offline = _wheels(py, LOCKS / "gateway.txt")
+    _pip(py, "install", "--no-compile", *offline, "-r", str(LOCKS / "gateway.txt"))
+    _pip(py, "install", "--no-compile", *offline, "--constraint", str(LOCKS / "gateway.txt"),
          f"{ROOT}[service]")
     _pip(py, "check")
     installed = _freeze(py)
