@@ -24,6 +24,7 @@ fi
 . .venv/bin/activate
 
 HOME_DIR="${HAMNET_HOME:-$ROOT/.hamnet}"
+export HAMNET_HOME="$HOME_DIR"
 mkdir -p "$HOME_DIR/logs" "$HOME_DIR/redis"
 export HAMNET_DATA_DIR="${HAMNET_DATA_DIR:-$HOME_DIR/data}"
 export HAMNET_PORT="${HAMNET_PORT:-8000}"
