@@ -15,7 +15,7 @@ on 127.0.0.1 and measures:
 
 Every loop is bounded in count and in time, and every target is 127.0.0.1.
 
-Usage (about 6-10 minutes on 2 shared cores; writes bench/results/load.md and .json)::
+Usage (about 4-8 minutes on 2 shared cores; writes bench/results/load.md and .json)::
 
     OMP_NUM_THREADS=1 python bench/bench_load.py
     python bench/bench_load.py --skip-2gb --skip-hour      # the load part only (~1 min)
@@ -273,9 +273,9 @@ def run_hour_video(stack: Stack, video: Path, max_seconds: float) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bundle", type=Path, default=None)
-    ap.add_argument("--uploaders", type=int, default=4)
-    ap.add_argument("--jobs-per-uploader", type=int, default=5)
-    ap.add_argument("--pollers", type=int, default=8)
+    ap.add_argument("--uploaders", type=int, default=8)
+    ap.add_argument("--jobs-per-uploader", type=int, default=8)
+    ap.add_argument("--pollers", type=int, default=16)
     ap.add_argument("--load-max-s", type=float, default=240)
     ap.add_argument("--big-bytes", type=int, default=2 * 1024**3)
     ap.add_argument("--big-max-s", type=float, default=300)
@@ -332,8 +332,8 @@ def main() -> int:
 
 
 def to_markdown(rep: dict, argv: str) -> str:
-    lines = ["# Load bench (bench/bench_load.py)", "",
-             f"Command: `OMP_NUM_THREADS=1 python bench/bench_load.py {argv}`".rstrip() + "  ",
+    cmd = f"OMP_NUM_THREADS=1 python bench/bench_load.py {argv}".rstrip()
+    lines = ["# Load bench (bench/bench_load.py)", "", f"Command: `{cmd}`  ",
              f"Machine: {rep['machine']['platform']}, {rep['machine']['cpus']} CPUs, load "
              f"average {rep['machine']['loadavg_start'][0]:.1f} at start", ""]
     ld = rep["load"]

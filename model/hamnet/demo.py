@@ -17,6 +17,7 @@ bundle; features are cached there per video, so an interrupted build resumes qui
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -201,7 +202,41 @@ def _bar(total: int, desc: str, unit: str, verbose: bool) -> Callable[[int], Non
     return update
 
 
-# ----------------------------------------------------------------------------- features
+# ----------------------------------------------------------------------------- data
+
+
+def _render(
+    out: Path,
+    count: int,
+    seed: int,
+    scene: SceneConfig,
+    subset: str,
+    workers: int,
+    verbose: bool,
+) -> dict[str, Any]:
+    """Render a set, or reuse it when ``out`` already holds exactly this render (same seed,
+    scene, subset and videos): rendering is deterministic, so a resumed build skips it."""
+    from hamnet.synth.render import render_dataset, video_name
+
+    try:
+        meta = json.loads((out / "render.json").read_text())
+        names = [video_name(seed, i) for i in range(count)]
+        if (
+            meta["seed"] == seed
+            and meta["subset"] == subset
+            and meta["scene"] == json.loads(json.dumps(asdict(scene)))
+            and sorted(meta["videos"]) == names
+            and all((out / "videos" / f"{n}.mp4").is_file() for n in names)
+        ):
+            return json.loads((out / "gt.json").read_text())
+    except (OSError, KeyError, ValueError):
+        pass
+    if out.exists():
+        shutil.rmtree(out)
+    bar = _bar(count, f"render {out.name}", "video", verbose)
+    return render_dataset(
+        out, count, seed, scene, subset=subset, workers=workers, progress=lambda d, n: bar(d)
+    )
 
 
 def _extract_one(job: tuple[str, str, dict[str, Any]]) -> tuple[str, int]:
@@ -299,7 +334,7 @@ def plot_videos(
     import matplotlib.pyplot as plt
 
     names = sorted(outputs)[:max_videos]
-    fig, axes = plt.subplots(len(names), 1, figsize=(10, 2.3 * len(names)), squeeze=False)
+    fig, axes = plt.subplots(len(names), 1, figsize=(10, 2.8 * len(names)), squeeze=False)
     colours = plt.get_cmap("tab10")
     for ax, name in zip(axes[:, 0], names, strict=True):
         elem, atn = outputs[name]
@@ -316,12 +351,23 @@ def plot_videos(
             ci = classes.index(lab)
             ax.plot(t, prob[:, ci] * atn[:, 0], color=colours(ci), lw=1.2, label=f"CAS {lab}")
         top = sorted(results.get(name, []), key=lambda r: -r["score"])[: 2 * len(anns)]
-        for r in top:
+        for rank, r in enumerate(top):  # one row per detection, best first
             ci = classes.index(r["label"])
-            ax.hlines(-0.08, *r["segment"], color=colours(ci), lw=4)
-        ax.set_ylim(-0.15, 1.05)
+            y = -0.08 - 0.07 * rank
+            ax.hlines(y, *r["segment"], color=colours(ci), lw=3)
+            ax.text(
+                r["segment"][1],
+                y,
+                f" {r['label']} {r['score']:.2f}",
+                fontsize=6,
+                va="center",
+                color=colours(ci),
+            )
+        ax.set_ylim(-0.12 - 0.07 * len(top), 1.05)
         ax.set_xlim(0, float(gt["database"][name]["duration"]))
-        ax.set_title(f"{name}: shaded = ground truth, bars = top detections", fontsize=9)
+        ax.set_title(
+            f"{name}: shaded = ground truth, bars = top detections (best first)", fontsize=9
+        )
         ax.legend(fontsize=7, loc="upper right", ncol=4)
     axes[-1, 0].set_xlabel("seconds")
     fig.tight_layout()
@@ -368,7 +414,7 @@ def build_bundle(
     from hamnet.bundle import write_bundle
     from hamnet.data.wtal import WTALVideo, write_wtal
     from hamnet.evaluation import detection_map
-    from hamnet.synth.render import render_dataset, video_paths
+    from hamnet.synth.render import video_paths
     from hamnet.video.motion import default_spec
 
     sz = demo_size(size)
@@ -386,32 +432,20 @@ def build_bundle(
     t_start = time.perf_counter()
 
     with st.stage("render"):
-        bar = _bar(sz.train_videos, "render train", "video", verbose)
-        gt_train = render_dataset(
-            work / "train",
-            sz.train_videos,
-            seed,
-            sz.scene,
-            subset=TRAIN_SUBSET,
-            workers=workers,
-            progress=lambda d, n: bar(d),
+        gt_train = _render(
+            work / "train", sz.train_videos, seed, sz.scene, TRAIN_SUBSET, workers, verbose
         )
-        bar = _bar(sz.test_videos, "render held-out", "video", verbose)
-        gt_test = render_dataset(
-            work / "test",
-            sz.test_videos,
-            test_seed,
-            sz.test_scene,
-            subset=TEST_SUBSET,
-            workers=workers,
-            progress=lambda d, n: bar(d),
+        gt_test = _render(
+            work / "test", sz.test_videos, test_seed, sz.test_scene, TEST_SUBSET, workers, verbose
         )
     with st.stage("features"):
+        # Cached next to the videos (a re-render removes them) and keyed by the backbone spec.
+        fdir = f"features-{hashlib.sha256(json.dumps(spec.to_dict(), sort_keys=True).encode()).hexdigest()[:12]}"
         f_train = extract_dataset(
-            video_paths(work / "train"), work / "features", workers, verbose, "features train"
+            video_paths(work / "train"), work / "train" / fdir, workers, verbose, "features train"
         )
         f_test = extract_dataset(
-            video_paths(work / "test"), work / "features", workers, verbose, "features held-out"
+            video_paths(work / "test"), work / "test" / fdir, workers, verbose, "features held-out"
         )
     with st.stage("layout"):
         data_dir = work / "data"
@@ -442,7 +476,9 @@ def build_bundle(
 
     import torch  # only now: the process pools above are forked from a torch-free parent
 
-    torch.set_num_threads(max(1, threads if threads is not None else min(ncpu, 2)))
+    # One thread by default: the head is small, and two threads on a busy 2-core machine were
+    # measured 5x slower than one (oversubscription), while idle they gain little.
+    torch.set_num_threads(max(1, threads if threads is not None else 1))
     variants = [("hamnet", DEMO_LOSS)] + ([("base_loss_only", BASE_LOSS_ONLY)] if ablation else [])
     evals: dict[str, Any] = {}
     head_path = None

@@ -150,6 +150,47 @@ class _Receiver:
                 pass
 
 
+class _IdleWatchdog:
+    """Cancels the request's own task when no body bytes arrived for ``seconds``.
+
+    Why not ``asyncio.wait_for(stream.__anext__(), ...)``: that reads in a second task, and a
+    cancellation of the request task - which is how uvicorn ends requests still running when
+    its shutdown grace period is over - was lost between the two, so the handler never
+    cleaned up and its partial file stayed behind (tests/reliability/test_faults.py,
+    ``test_gateway_dies_mid_upload[sigterm]``). A timer on the same task keeps one
+    cancellation path, and ``fired`` tells our own timeout from anyone else's cancel."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.fired = False
+        self._task = asyncio.current_task()
+        self._loop = asyncio.get_running_loop()
+        self._handle: asyncio.TimerHandle | None = None
+        self.kick()
+
+    def kick(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._handle = self._loop.call_later(self.seconds, self._fire)
+
+    def _fire(self) -> None:
+        self.fired = True
+        if self._task is not None:
+            self._task.cancel()
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+
+def _uncancel() -> None:
+    """Python >= 3.11 counts cancellations; one we turn into a response must be taken back."""
+    task = asyncio.current_task()
+    if task is not None and hasattr(task, "uncancel"):
+        task.uncancel()
+
+
 async def receive(
     request: Request, path: Path, max_bytes: int, max_field: int, max_fields: int,
     idle_s: float = 60.0,
@@ -169,26 +210,31 @@ async def receive(
         raise ApiError(413, "file_too_large", f"the upload is larger than {max_bytes} bytes")
     rx = _Receiver(path, max_bytes, max_field, max_fields)
     ok = False
+    dog = _IdleWatchdog(idle_s / 2)
     try:
         try:
             parser = MultipartParser(opts[b"boundary"], rx.callbacks())
         except Exception:
             raise ApiError(400, "malformed_multipart", "invalid multipart boundary") from None
-        stream = request.stream().__aiter__()
         last_touch = time.monotonic()
-        while True:
-            try:
-                chunk = await asyncio.wait_for(stream.__anext__(), timeout=idle_s / 2)
-            except StopAsyncIteration:
-                break
-            except asyncio.TimeoutError:
+        try:
+            async for chunk in request.stream():
+                dog.kick()
+                if chunk:
+                    parser.write(chunk)
+                if time.monotonic() - last_touch > idle_s / 4:
+                    rx.touch()
+                    last_touch = time.monotonic()
+        except asyncio.CancelledError:
+            _uncancel()
+            if dog.fired:
                 raise ApiError(408, "upload_stalled",
                                f"no upload data for {idle_s / 2:.0f} s") from None
-            if chunk:
-                parser.write(chunk)
-            if time.monotonic() - last_touch > idle_s / 4:
-                rx.touch()
-                last_touch = time.monotonic()
+            # the server is stopping (grace period over): tell the client to come back
+            raise ApiError(503, "shutting_down", "the gateway is restarting; retry the upload",
+                           headers={"Retry-After": "5"}) from None
+        finally:
+            dog.stop()
         parser.finalize()
         if not rx.ended:
             raise ApiError(400, "malformed_multipart", "the multipart body is incomplete")

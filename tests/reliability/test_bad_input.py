@@ -34,7 +34,8 @@ def env(stack_factory, tmp_path_factory) -> dict:
 
 def _no_paths(message: str, stack: Stack) -> None:
     """Error messages are for clients: they must not reveal where the service keeps files."""
-    for secret in (str(stack.data_dir), str(stack.root), "/tmp/", "/work/", "uploads/"):
+    for secret in (str(stack.data_dir), str(stack.root), "/tmp/", "/work/", "uploads/",
+                   ".video", ".part"):
         assert secret not in message, f"message leaks {secret!r}: {message}"
 
 
@@ -67,12 +68,7 @@ def _check(stack: Stack, env: dict, case: Case, r) -> None:
 
 
 def _param(case: Case):
-    marks = []
-    if case.kind == "one_frame":
-        marks.append(pytest.mark.xfail(
-            reason="defect D4: a 1-frame (0.1 s) video is accepted and 'succeeds' instead of "
-            "422 video_too_short", strict=False))
-    return pytest.param(case, id=case.kind, marks=marks)
+    return pytest.param(case, id=case.kind)
 
 
 def test_corpus_has_25_kinds() -> None:
@@ -134,6 +130,7 @@ def test_worker_does_not_trust_the_gateway(env: dict, content: bytes, code: str)
     job = stack.wait_job(job_id, 60)
     assert job["status"] == "failed" and job["error"]["code"] == code, job
     _no_paths(job["error"]["message"], stack)
+    assert job["error"]["message"].startswith("x.mp4: "), job["error"]  # the client's name
 
 
 def test_worker_never_restarted_and_nothing_left(env: dict) -> None:

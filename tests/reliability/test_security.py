@@ -138,7 +138,13 @@ def test_declared_size_refused_before_reading(keyed: Stack) -> None:
                    f"{KEYS['alpha']}\r\nContent-Type: multipart/form-data; boundary=x\r\n"
                    f"Content-Length: {10 * 1024**3}\r\n\r\n--x\r\n").encode())
         t0 = time.monotonic()
-        head = s.recv(4096).decode(errors="replace")
+        head = b""
+        while b"}}" not in head and len(head) < 65536:  # headers and the JSON body
+            part = s.recv(4096)
+            if not part:
+                break
+            head += part
+        head = head.decode(errors="replace")
     assert head.startswith("HTTP/1.1 413"), head
     assert time.monotonic() - t0 < 5
     assert "file_too_large" in head
@@ -281,9 +287,9 @@ def test_security_headers_everywhere(keyed: Stack) -> None:
             assert h.get("cache-control") == "no-store", where
 
 
-@pytest.mark.xfail(reason="defect D6: /docs loads Swagger UI from a CDN and an inline script, "
-                   "both blocked by the app's own CSP (script-src 'self')", strict=False)
 def test_docs_page_works_under_its_csp(keyed: Stack) -> None:
+    """Either no /docs page, or one whose scripts its own CSP lets run (Swagger UI from a CDN
+    with an inline script would be a blank page under ``script-src 'self'``)."""
     r = httpx.get(f"{keyed.url}/docs", timeout=10)
     if r.status_code == 404:
         return

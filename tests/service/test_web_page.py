@@ -175,8 +175,9 @@ def action_video(gateway: str, tmp_path_factory: pytest.TempPathFactory) -> tupl
 
     served = httpx.get(f"{gateway}/v1/models", timeout=30).json()["models"][0]["classes"]
     classes = tuple(c for c in served if c in ACTION_CLASSES) or ACTION_CLASSES
-    cfg = SceneConfig(duration=(11.0, 13.0), classes=classes, classes_per_video=(1, 1),
-                      instances=(2, 2), distractors=(0, 1))
+    cfg = SceneConfig(duration=(14.0, 16.0), classes=classes,
+                      classes_per_video=(min(2, len(classes)),) * 2, instances=(2, 3),
+                      distractors=(0, 1))
     plan = make_plan(20261130, 0, cfg)
     out = tmp_path_factory.mktemp("web") / "action.mp4"
     write_mp4(out, render_frames(plan), plan.fps)
@@ -290,10 +291,12 @@ def test_upload_shows_timeline_and_seeks(browser: Browser, gateway: str, worker,
     assert not b.js_errors()
 
     if os.environ.get("HAMNET_UPDATE_SCREENSHOT") == "1":
-        first = min(segments, key=lambda s: s["start"])
-        b.js("document.querySelectorAll('#timeline .segment')[0]"
-             ".dispatchEvent(new MouseEvent('click', {bubbles: true}))")
-        b.js(f"window.hamnet.seek({(first['start'] + first['end']) / 2})")
+        best = max(segments, key=lambda s: s["score"])
+        b.js(f"""[...document.querySelectorAll('#timeline .segment')]
+            .find(e => Math.abs(+e.dataset.start - {best['start']}) < 1e-6
+                       && Math.abs(+e.dataset.end - {best['end']}) < 1e-6)
+            .dispatchEvent(new MouseEvent('click', {{bubbles: true}}))""")
+        b.js(f"window.hamnet.seek({(best['start'] + best['end']) / 2})")
         b.js("document.activeElement && document.activeElement.blur()")
         time.sleep(1.0)
         b.screenshot(ROOT / "docs" / "page.png")

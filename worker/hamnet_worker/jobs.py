@@ -180,10 +180,19 @@ class JobStore:
         return jobs, int(self.r.zcard(okey))
 
     # ---- worker side -----------------------------------------------------------------------
-    def begin(self, job_id: str, max_attempts: int) -> tuple[dict[str, Any] | None, str]:
+    def begin(
+        self, job_id: str, max_attempts: int, worker: str | None = None
+    ) -> tuple[dict[str, Any] | None, str]:
         """Start an attempt. Returns ``(job, action)`` with action ``run``; ``skip`` when the
         job is gone or already terminal (a duplicate delivery: exactly one outcome); ``poison``
-        when this delivery exceeds ``max_attempts`` (the job is failed, not retried forever)."""
+        when this delivery exceeds ``max_attempts`` (the job is failed, not retried forever);
+        ``busy`` when another live worker is running it right now.
+
+        ``busy`` exists because a broker reconnect (Redis restarted) makes kombu put the
+        messages of running jobs back on the queue: without it a second worker would run the
+        job again alongside the first, count an attempt (several reconnects could turn a
+        healthy job into ``too_many_attempts``) and POST its callback twice. ``worker`` names
+        the caller; its heartbeat must already say it is busy with this job (see the task)."""
         action = "skip"
 
         def mutate(job: dict[str, Any]):
@@ -191,6 +200,13 @@ class JobStore:
             if job["status"] in TERMINAL:
                 action = "skip"
                 return None
+            owner = job.get("worker")
+            if job["status"] == "running" and owner and owner != worker \
+                    and self.worker_busy_with(owner, job_id):
+                action = "busy"
+                return None
+            if worker:
+                job["worker"] = worker
             job["attempts"] = int(job.get("attempts", 0)) + 1
             if job["attempts"] > max_attempts:
                 action = "poison"
@@ -373,6 +389,11 @@ class JobStore:
     def heartbeat(self, name: str, info: dict[str, Any], ttl_s: float) -> None:
         self.r.set(f"{PREFIX}worker:{name}", json.dumps(info), px=int(ttl_s * 1000))
 
+    def worker_busy_with(self, name: str, job_id: str) -> bool:
+        """Whether worker ``name`` has a live heartbeat saying it is processing ``job_id``."""
+        raw = self.r.get(f"{PREFIX}worker:{name}")
+        return bool(raw) and json.loads(raw).get("busy_job") == job_id
+
     def workers(self) -> list[dict[str, Any]]:
         keys: Iterable[str] = self.r.scan_iter(match=f"{PREFIX}worker:*", count=100)
         keys = list(keys)
@@ -381,7 +402,7 @@ class JobStore:
 
 # Fields of the record that never leave the service (owner is a hash of the caller's API key;
 # the upload path and content hash are internal).
-_PRIVATE = ("owner", "sha256", "upload")
+_PRIVATE = ("owner", "sha256", "upload", "worker")
 
 
 def public_view(job: dict[str, Any]) -> dict[str, Any]:

@@ -130,7 +130,18 @@ def process_job(self: Any, job_id: str) -> str:
     rt = get_runtime()
     rt.start_heartbeat()  # no-op in prefork children; needed for the solo/threads pools
     store, storage, s = rt.store, rt.storage, rt.settings
-    job, action = store.begin(job_id, s.max_attempts)
+    # Say "busy with this job" before claiming it, so that a duplicate delivery elsewhere
+    # that sees our claim also sees our heartbeat naming the job (store.begin, "busy").
+    rt.busy_job = job_id
+    rt.beat()
+    job, action = store.begin(job_id, s.max_attempts, worker=rt.name)
+    if action != "run":
+        rt.busy_job = None
+    if action == "busy":
+        # Another live worker is running it (the broker redelivered after a reconnect): look
+        # again later, when it has finished (then "skip") or died (then run it).
+        log.info("job %s is running on another worker; deferring this delivery", job_id)
+        raise self.retry(countdown=max(2.0, 3 * s.heartbeat_s), max_retries=None)
     if action != "run":
         if job is None or job["status"] in ("failed", "cancelled", "succeeded"):
             storage.remove(job_id)
@@ -138,7 +149,6 @@ def process_job(self: Any, job_id: str) -> str:
             log.error("job %s failed after %s attempts", job_id, s.max_attempts)
             _callback(rt, job)
         return action
-    rt.busy_job = job_id
     progress = Progress(store, job_id)
     outcome = "failed"
     try:
@@ -161,7 +171,7 @@ def process_job(self: Any, job_id: str) -> str:
             store.fail(job_id, "time_limit_exceeded",
                        f"processing took longer than the {s.soft_time_limit:.0f} s limit")
         except HamnetError as e:
-            store.fail(job_id, e.code, str(e))
+            store.fail(job_id, e.code, _client_message(str(e), job, storage.upload_path(job_id)))
         except FileNotFoundError:
             store.fail(job_id, "upload_missing", "the uploaded video is no longer on disk")
         except MemoryError:
@@ -174,6 +184,16 @@ def process_job(self: Any, job_id: str) -> str:
         storage.remove(job_id)
     _callback(rt, store.get(job_id))
     return outcome
+
+
+def _client_message(message: str, job: dict[str, Any], upload: Any) -> str:
+    """Error messages of the video pipeline name the file they read, which here is the
+    service's own ``uploads/<id>.video``: say the client's filename instead, so a job's error
+    never reveals where or how the service stores uploads."""
+    name = job.get("filename") or "the video"
+    for internal in (str(upload), upload.name):
+        message = message.replace(internal, name)
+    return message
 
 
 def _predict(bundle: Any, video: Any, progress: Progress, params: dict[str, Any]) -> dict:

@@ -53,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     from hamnet.errors import HamnetError
 
     out = Path(args.out) if args.out else default_bundle_dir()
-    if out.exists() and any(out.iterdir()) if out.is_dir() else out.exists():
+    occupied = any(out.iterdir()) if out.is_dir() else out.exists()
+    if occupied:
         if not args.force:
             raise HamnetError(f"{out} already exists; pass --force to rebuild it")
         shutil.rmtree(out) if out.is_dir() else out.unlink()

@@ -480,9 +480,25 @@
     var pts = attentionPoints(res);
     var duration = resultDuration(res);
     var innerW = W - L - R;
-    var nLanes = Math.max(lanes.length, 1);
+    var SUB = 14, MAX_ROWS = 8;
+    var maxScore = 0;
+    // Overlapping segments of one class go to sub-rows of its lane so that none hides another.
+    lanes.forEach(function (lane) {
+      var ends = [];
+      lane.placed = lane.segments.slice().sort(function (a, b) { return a.start - b.start || b.end - a.end; })
+        .map(function (sg) {
+          var r = 0;
+          while (r < ends.length && ends[r] > Number(sg.start) + 1e-9 && r < MAX_ROWS - 1) { r++; }
+          ends[r] = Math.max(ends[r] || 0, Number(sg.end));
+          maxScore = Math.max(maxScore, Number(sg.score) || 0);
+          return { seg: sg, row: r };
+        });
+      lane.rows = Math.max(1, ends.length);
+      lane.height = lane.rows === 1 ? LANE : lane.rows * (SUB + 2) + 4;
+    });
     var lanesTop = AXIS;
-    var attTop = lanesTop + nLanes * (LANE + GAP) + 4;
+    var lanesH = lanes.length ? lanes.reduce(function (acc, l) { return acc + l.height + GAP; }, 0) : LANE + GAP;
+    var attTop = lanesTop + lanesH + 4;
     var H = attTop + (pts.length ? ATT : 0) + 8;
     function x(t) { return L + Math.max(0, Math.min(1, t / duration)) * innerW; }
     state.layout = { x: x, L: L, W: W, innerW: innerW, duration: duration, H: H };
@@ -516,25 +532,31 @@
       var none = svg("text", { x: L + 8, y: lanesTop + LANE / 2 + 4, "class": "none" }, lanesG);
       none.textContent = "No action found above the minimum score";
     }
+    var y = lanesTop;
     lanes.forEach(function (lane, li) {
-      var y = lanesTop + li * (LANE + GAP);
+      var laneY = y;
+      y += lane.height + GAP;
       var g = svg("g", { "class": "lane", "data-label": lane.label }, lanesG);
-      svg("rect", { x: L, y: y, width: innerW, height: LANE, rx: 4, "class": "lane-bg" }, g);
-      var name = svg("text", { x: L - 8, y: y + LANE / 2 + 4, "text-anchor": "end", "class": "lane-label" }, g);
+      svg("rect", { x: L, y: laneY, width: innerW, height: lane.height, rx: 4, "class": "lane-bg" }, g);
+      var name = svg("text", { x: L - 8, y: laneY + lane.height / 2 + 4, "text-anchor": "end", "class": "lane-label" }, g);
       var shown = lane.label.length > (narrow ? 10 : 20) ? lane.label.slice(0, narrow ? 9 : 19) + "…" : lane.label;
       name.textContent = shown;
       var nt = svg("title", null, name); nt.textContent = lane.label + (lane.score !== undefined ? " (video score " + fmtScore(lane.score) + ")" : "");
       var color = colorFor(lane.id, li);
-      lane.segments.forEach(function (s) {
+      lane.placed.forEach(function (p) {
+        var s = p.seg;
         var s0 = Number(s.start), s1 = Number(s.end);
+        var ry = lane.rows === 1 ? laneY + 2 : laneY + 3 + p.row * (SUB + 2);
+        var rh = lane.rows === 1 ? LANE - 4 : SUB;
+        var rel = maxScore > 0 ? Math.max(0, Number(s.score) || 0) / maxScore : 1;
         var x0 = x(s0), w = Math.max(3, x(s1) - x0);
         var sg = svg("g", {
           "class": "segment", tabindex: 0, role: "button", focusable: "true",
           "data-label": lane.label, "data-start": s0, "data-end": s1, "data-score": s.score,
           "aria-label": lane.label + " from " + fmtTime(s0) + " to " + fmtTime(s1) + ", score " + fmtScore(Number(s.score))
         }, g);
-        svg("rect", { x: x0, y: y + 2, width: w, height: LANE - 4, rx: 3, fill: color,
-          "fill-opacity": (0.45 + 0.55 * Math.max(0, Math.min(1, Number(s.score) || 0))).toFixed(2) }, sg);
+        svg("rect", { x: x0, y: ry, width: w, height: rh, rx: 3, fill: color,
+          "fill-opacity": (0.4 + 0.6 * rel).toFixed(2) }, sg);
         var tt = svg("title", null, sg);
         tt.textContent = lane.label + ": " + fmtTime(s0) + " – " + fmtTime(s1) + " (score " + fmtScore(Number(s.score)) + ")";
         sg.addEventListener("click", function (ev) { ev.stopPropagation(); selectSegment(sg); seek(s0, false); });
