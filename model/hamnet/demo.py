@@ -268,7 +268,9 @@ def extract_dataset(
     jobs = [(str(v), str(feat_dir / f"{v.stem}.npy"), spec) for v in videos]
     update = _bar(len(jobs), desc, "video", verbose)
     done = 0
-    if workers > 1 and len(jobs) > 1:
+    from hamnet.synth.render import can_fork_workers
+
+    if workers > 1 and len(jobs) > 1 and can_fork_workers():
         from concurrent.futures import ProcessPoolExecutor
 
         from hamnet.synth.render import pool_context
@@ -381,7 +383,7 @@ def plot_videos(
 
 def _train_and_export(
     cfg: ExperimentConfig, data_dir: Path, run_dir: Path, classes: list[str], verbose: bool
-) -> tuple[Path, dict[str, Any]]:
+) -> Path:
     """Train HAM-Net (video-level labels only) and export the last epoch's head to ONNX.
 
     The last epoch, not the best one on the held-out set: choosing the epoch on the test
@@ -390,11 +392,11 @@ def _train_and_export(
     from hamnet.nn.export import export_onnx
     from hamnet.nn.train import train
 
-    metrics = train(cfg, data_dir, run_dir, classes=classes, progress=verbose)
+    train(cfg, data_dir, run_dir, classes=classes, progress=verbose)
     loaded = load_checkpoint(run_dir / "last.ckpt")
     head = run_dir / "head.onnx"
     export_onnx(loaded.model, head, metadata={"classes": json.dumps(classes)})
-    return head, metrics
+    return head
 
 
 def build_bundle(
@@ -482,12 +484,11 @@ def build_bundle(
     variants = [("hamnet", DEMO_LOSS)] + ([("base_loss_only", BASE_LOSS_ONLY)] if ablation else [])
     evals: dict[str, Any] = {}
     head_path = None
-    train_metrics: dict[str, Any] = {}
     for vname, loss in variants:
         cfg = experiment_config(sz, seed, loss)
         run_dir = work / f"run_{vname}"
         with st.stage(f"train {vname}"):
-            head, metrics = _train_and_export(cfg, data_dir, run_dir, classes, verbose)
+            head = _train_and_export(cfg, data_dir, run_dir, classes, verbose)
         with st.stage(f"evaluate {vname}"):
             results, outputs = head_predictions(head, f_test, classes, cfg.postprocess)
             det = detection_map(
@@ -506,7 +507,7 @@ def build_bundle(
                 print(f"held-out detection mAP ({vname}, {len(f_test)} videos):")
                 print(map_table(det))
         if vname == "hamnet":
-            head_path, train_metrics = head, metrics
+            head_path = head
             report_dir = work / "report"
             report_dir.mkdir(exist_ok=True)
             with st.stage("plot"):
@@ -558,7 +559,7 @@ def build_bundle(
         "stages": st.seconds,
         "total_seconds": total,
         "plot": str(out / "heldout_cas.png"),
-        "train_best_epoch_on_heldout": train_metrics.get("epoch"),
+        "training_history": str(work / "run_hamnet" / "history.csv"),
     }
     (work / "report" / "report.json").write_text(json.dumps(report, indent=1) + "\n")
     if verbose:

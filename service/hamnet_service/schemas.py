@@ -74,7 +74,13 @@ class Segment(BaseModel):
     label_id: int
     start: float = Field(description="seconds from the start of the video")
     end: float
-    score: float = Field(description="detection confidence in [0, 1]")
+    score: float = Field(
+        description=(
+            "HAM-Net proposal (OIC) score: mean class activation inside the segment minus the "
+            "mean just around it, plus 0.2 x the video-level class probability. Unbounded "
+            "(typically -1 to 3); higher is more confident; ranks detections, not a probability."
+        )
+    )
 
 
 class ClassScore(BaseModel):

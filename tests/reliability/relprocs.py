@@ -205,16 +205,38 @@ class HoldProxy:
                     pass
 
 
+class AuthRedisServer(RedisServer):
+    """redis-server with ``requirepass``: the password is then part of ``HAMNET_REDIS_URL``,
+    a secret the processes must never print."""
+
+    def __init__(self, workdir: Path, password: str) -> None:
+        super().__init__(workdir)
+        self.password = password
+        self.argv += ["--requirepass", password]
+
+    @property
+    def url(self) -> str:
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+
+    def start(self) -> AuthRedisServer:
+        Proc.start(self)
+        wait_for(lambda: redis.Redis(port=self.port, password=self.password).ping(), 20,
+                 "redis-server", self)
+        return self
+
+
 class Stack:
     """redis-server + ``workers`` Celery workers (through a HoldProxy) + one gateway, all real
     processes with their own data directory. ``env`` overrides the ``HAMNET_*`` settings."""
 
     def __init__(self, root: Path, bundle: Path, workers: int = 1, proxy: bool = True,
-                 gateway: bool = True, data_dir: Path | None = None, **env: str) -> None:
+                 gateway: bool = True, data_dir: Path | None = None,
+                 redis_password: str | None = None, **env: str) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.data_dir = data_dir or root / "data"
-        self.redis = RedisServer(root / "redis").start()
+        self.redis = (AuthRedisServer(root / "redis", redis_password) if redis_password
+                      else RedisServer(root / "redis")).start()
         self.proxy = HoldProxy(self.redis.port) if proxy else None
         base = dict(os.environ)
         for k in list(base):
@@ -238,7 +260,8 @@ class Stack:
         self.env = base
         self.worker_env = dict(base)
         if self.proxy is not None:
-            self.worker_env["HAMNET_REDIS_URL"] = self.proxy.url
+            self.worker_env["HAMNET_REDIS_URL"] = self.redis.url.replace(
+                f"127.0.0.1:{self.redis.port}", f"127.0.0.1:{self.proxy.port}")
         self.workers: list[Proc] = []
         self.gateway: Proc | None = None
         self.url = ""

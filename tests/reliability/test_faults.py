@@ -167,8 +167,7 @@ def test_duplicate_delivery_while_running_is_deferred(stack_factory, videos) -> 
     hold.release()
     final = s.wait_job(job["id"])
     assert final["status"] == "succeeded" and final["attempts"] == 1, final
-    assert s.child_pid_running  # the owner finished it
-    assert owner in {i["pid"] for i in s.worker_infos()}
+    assert owner in {i["pid"] for i in s.worker_infos()}  # no child was lost on the way
     # the deferred copy comes back, sees a finished job and skips
     wait_until(lambda: s.r().llen("gpu") == 0 and not s.r().hlen("unacked"), 30,
                "the deferred copy consumed")

@@ -334,3 +334,31 @@ def test_no_secrets_in_logs_or_redis(keyed: Stack) -> None:
         assert secret not in logs, "an API key is in a log"
         assert not any(secret in x for x in dump), "an API key is stored in Redis"
         assert secret.encode() not in aof, "an API key is in the append-only file"
+
+
+def test_redis_password_never_printed(stack_factory, videos) -> None:
+    """With a password in ``HAMNET_REDIS_URL`` (redis-server ``requirepass``), neither the
+    normal path (a job) nor the error paths (Redis down: 503s, worker and Celery reconnects)
+    print it in a log, an API body or the metrics."""
+    password = "rel-redis-pw-c2VjcmV0LXBhc3N3b3Jk"
+    s = stack_factory("redis-auth", workers=1, gateway=False, redis_password=password)
+    s.start_gateway(log_level="debug")
+    job = s.submit(videos["short"].read_bytes())
+    assert s.wait_job(job["id"])["status"] == "succeeded"
+    bodies = []
+    s.redis.stop()
+    try:
+        with s.client(timeout=60) as c:  # each waits out the store client's retries
+            r = c.get(f"/v1/jobs/{job['id']}")
+            assert r.status_code == 503
+            bodies.append(r.text)
+    finally:
+        s.redis.start()
+    s.wait_workers(1)
+    with s.client() as c:
+        bodies += [c.get("/readyz").text, c.get("/v1/models").text, c.get("/metrics").text]
+    logs = s.gateway.log.read_text(errors="replace") + "".join(
+        w.log.read_text(errors="replace") for w in s.workers)
+    assert "Connection" in logs or "connect" in logs  # the outage was seen and logged
+    assert password not in logs
+    assert not any(password in b for b in bodies)

@@ -6,6 +6,7 @@ JSON must be in Redis."""
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import time
 from pathlib import Path
@@ -90,7 +91,7 @@ def test_known_action_is_found(api, worker, gt_video, schema, redis_server, data
     assert abs(result["video"]["duration"] - gt["duration"]) < 0.2
     for seg in result["segments"]:
         assert 0 <= seg["start"] < seg["end"] <= result["video"]["duration"] + 1e-6
-        assert 0.0 <= seg["score"] <= 1.0
+        assert math.isfinite(seg["score"])  # OIC score: unbounded, documented in the schema
     anet = api.get(f"/v1/jobs/{job['id']}/result", params={"format": "activitynet"}).json()
     validate(schema, "ActivityNetResult", anet)
     assert len(anet["results"][job["id"]]) == len(result["segments"])

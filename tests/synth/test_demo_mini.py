@@ -73,3 +73,34 @@ def test_predict_finds_the_action_in_an_unseen_video(mini, tmp_path, capsys):
     best = max(out["segments"], key=lambda s: s["score"])
     assert best["label"] == "slide"
     assert _tiou((best["start"], best["end"]), truth) > 0.3, (best, truth)
+
+
+def test_ensure_default_bundle_builds_once(tmp_path, monkeypatch):
+    """Builds into $HAMNET_HOME/bundles/default when missing (removing a half-written one),
+    and returns an existing bundle without rebuilding."""
+    import hamnet.demo as demo
+
+    monkeypatch.setenv("HAMNET_HOME", str(tmp_path / "home"))
+    assert demo.default_bundle_dir() == tmp_path / "home" / "bundles" / "default"
+    calls = []
+
+    def fake_build(out, **kw):
+        assert not out.exists()  # the half-written directory was removed first
+        out.mkdir(parents=True)
+        (out / "manifest.json").write_text("{}")
+        calls.append((out, kw))
+
+    monkeypatch.setattr(demo, "build_bundle", fake_build)
+    stale = demo.default_bundle_dir()
+    stale.mkdir(parents=True)
+    (stale / "head.onnx").write_text("partial")
+    assert demo.ensure_default_bundle() == stale
+    assert demo.ensure_default_bundle() == stale
+    assert len(calls) == 1 and calls[0][1]["size"] == "default"
+
+
+def test_demo_cli_refuses_to_overwrite(tmp_path, capsys):
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "manifest.json").write_text("{}")
+    assert main(["demo", "--out", str(tmp_path / "b")]) == 2
+    assert "--force" in capsys.readouterr().err

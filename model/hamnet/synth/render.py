@@ -128,7 +128,7 @@ def render_dataset(
     videos_dir.mkdir(parents=True, exist_ok=True)
     jobs = [(int(seed), i, cfg, str(videos_dir), crf) for i in range(count)]
     results: list[dict[str, Any]] = []
-    if workers > 1 and count > 1:
+    if workers > 1 and count > 1 and can_fork_workers():
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(min(workers, count), mp_context=pool_context()) as ex:
@@ -188,6 +188,14 @@ def pool_context():
 
     methods = mp.get_all_start_methods()
     return mp.get_context("fork" if "fork" in methods else "spawn")
+
+
+def can_fork_workers() -> bool:
+    """False inside a daemonic process (e.g. a Celery prefork worker building the default
+    bundle), which may not start children: callers then work serially."""
+    import multiprocessing as mp
+
+    return not mp.current_process().daemon
 
 
 def default_workers() -> int:
