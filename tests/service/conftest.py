@@ -38,35 +38,19 @@ def _bundle_ok(path: Path) -> bool:
         return False
 
 
-def _untrained_bundle(out: Path) -> Path:
-    """Stand-in when ``hamnet.demo`` is not available: an untrained head on the motion
-    backbone. Enough for the API/wiring tests, not for the accuracy check."""
-    from hamnet.bundle import write_bundle
-    from hamnet.config import ModelConfig
-    from hamnet.nn.export import export_onnx
-    from hamnet.nn.model import HAMNet
-    from hamnet.video.backbone import load_backbone
-
-    spec = load_backbone("motion").spec
-    from hamnet.synth import ACTION_CLASSES
-
-    classes = list(ACTION_CLASSES)
-    model = HAMNet(ModelConfig(feature_size=spec.feature_dim, num_class=len(classes)))
-    onnx = out.parent / "untrained-head.onnx"
-    export_onnx(model, onnx)
-    return write_bundle(out, onnx, classes, spec, name="untrained", version="0")
-
-
 @pytest.fixture(scope="session")
 def bundle_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     env = os.environ.get("HAMNET_TEST_BUNDLE")
     if env:
         return Path(env)
-    try:
-        import hamnet.demo as demo
-    except ImportError:
-        demo = None
-    key = hashlib.sha256(Path(demo.__file__).read_bytes()).hexdigest()[:12] if demo else "none2"
+    import hamnet.demo as demo
+
+    # The mini bundle is trained (rendered videos -> motion features -> HAM-Net); the cache is
+    # keyed on every module that shapes it, so a change to any of them rebuilds it.
+    pkg = Path(demo.__file__).parent
+    sources = [pkg / "demo.py", pkg / "video" / "motion.py", *sorted((pkg / "synth").glob("*.py")),
+               *sorted((pkg / "nn").glob("*.py")), pkg / "postprocess.py"]
+    key = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:12]
     if getattr(request.config, "cache", None) is not None:  # absent with -p no:cacheprovider
         cache = Path(request.config.cache.mkdir(f"hamnet-mini-bundle-{key}"))
     else:
@@ -77,10 +61,8 @@ def bundle_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
     import shutil
 
     shutil.rmtree(out, ignore_errors=True)
-    if demo is not None and hasattr(demo, "build_bundle"):
-        built = demo.build_bundle(out, size="mini", verbose=False)
-        return Path(built["bundle"]) if isinstance(built, dict) else out
-    return _untrained_bundle(out)
+    built = demo.build_bundle(out, size="mini", verbose=False)
+    return Path(built["bundle"]) if isinstance(built, dict) else out
 
 
 @pytest.fixture(scope="session")
