@@ -18,3 +18,16 @@ def fixtures_dir() -> Path:
 @pytest.fixture(scope="session")
 def hamnet_fixtures() -> Path:
     return FIXTURES / "hamnet"
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_torch_state():
+    """Fail the test that leaves torch's global grad mode off: later training tests would break
+    in confusing ways far from the cause (an in-process CLI once did exactly that)."""
+    yield
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None and not torch.is_grad_enabled():
+        torch.set_grad_enabled(True)
+        pytest.fail("test left torch.set_grad_enabled(False) behind", pytrace=False)

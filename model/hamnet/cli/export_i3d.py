@@ -14,7 +14,6 @@ and backbone.json says so.
 from __future__ import annotations
 
 import argparse
-import hashlib
 from pathlib import Path
 
 STREAM_FILES = {"rgb": "rgb.onnx", "flow": "flow.onnx"}
@@ -56,15 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def run(args: argparse.Namespace) -> int:
+    from hamnet.bundle import sha256_file
     from hamnet.errors import ConfigError, MissingDependencyError
     from hamnet.video.backbone import BackboneSpec
 
@@ -84,27 +76,29 @@ def run(args: argparse.Namespace) -> int:
         raise MissingDependencyError(
             f"export-i3d needs {e.name!r} (pip install 'hamnet[train]')"
         ) from None
-    torch.set_grad_enabled(False)
 
     args.out.mkdir(parents=True, exist_ok=True)
     weights: dict[str, dict[str, str]] = {}
-    for stream in streams:
-        if args.recipe:
-            model = load_i3d_state_dict(recipe_state_dict(stream), STREAM_CHANNELS[stream])
-            weights[stream] = {"source": RECIPE_NOTE}
-        else:
-            path = sources[stream]
-            model = load_i3d_state_dict(path, STREAM_CHANNELS[stream])
-            weights[stream] = {"source": path.name, "sha256": _sha256(path)}
-        report = export_i3d_onnx(
-            model, args.out / STREAM_FILES[stream], stream, opset=args.opset, fp16=args.fp16
-        )
-        weights[stream]["onnx_sha256"] = report["sha256"]
-        print(
-            f"{stream}: wrote {report['path']} ({report['bytes'] / 1e6:.1f} MB); "
-            f"ONNX Runtime vs PyTorch max |diff| {report['max_abs_diff']['features']:.2g} "
-            f"(tolerance {report['tolerance']:.2g})"
-        )
+    # no_grad as a context: this function also runs in-process (tests), where a global
+    # set_grad_enabled(False) would leak into everything that runs after it.
+    with torch.no_grad():
+        for stream in streams:
+            if args.recipe:
+                model = load_i3d_state_dict(recipe_state_dict(stream), STREAM_CHANNELS[stream])
+                weights[stream] = {"source": RECIPE_NOTE}
+            else:
+                path = sources[stream]
+                model = load_i3d_state_dict(path, STREAM_CHANNELS[stream])
+                weights[stream] = {"source": path.name, "sha256": sha256_file(path)}
+            report = export_i3d_onnx(
+                model, args.out / STREAM_FILES[stream], stream, opset=args.opset, fp16=args.fp16
+            )
+            weights[stream]["onnx_sha256"] = report["sha256"]
+            print(
+                f"{stream}: wrote {report['path']} ({report['bytes'] / 1e6:.1f} MB); "
+                f"ONNX Runtime vs PyTorch max |diff| {report['max_abs_diff']['features']:.2g} "
+                f"(tolerance {report['tolerance']:.2g})"
+            )
 
     spec = BackboneSpec(
         name="i3d",

@@ -17,7 +17,6 @@ cores) while keeping float32 input and output, so callers never change.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 import warnings
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from hamnet.bundle import sha256_file
 from hamnet.errors import ExportError
 from hamnet.i3d.fp16 import to_fp16
 from hamnet.i3d.layout import FEATURE_DIM
@@ -72,14 +72,6 @@ def validation_batch(stream: str) -> np.ndarray:
     """[2,C,16,224,224]: the recipe clip and its negated, time-reversed copy (both in [-1,1])."""
     x = recipe_input(stream, SNIPPET_FRAMES, CROP)  # [1,C,16,224,224]
     return np.ascontiguousarray(np.concatenate([x, -x[:, :, ::-1]], axis=0))
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def export_i3d_onnx(
@@ -157,7 +149,7 @@ def export_i3d_onnx(
         "input": {"name": "frames", "shape": ["N", channels, SNIPPET_FRAMES, CROP, CROP]},
         "output": {"name": "features", "shape": ["N", FEATURE_DIM]},
         "bytes": out.stat().st_size,
-        "sha256": _sha256(out),
+        "sha256": sha256_file(out),
     }
     if validate:
         report.update(validate_i3d_onnx(graph, out, stream, fp16))
