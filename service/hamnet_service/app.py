@@ -84,6 +84,8 @@ async def _sweeper() -> None:
 
 @contextlib.asynccontextmanager
 async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    if get_settings().storage != "local":
+        state.storage()  # fail at start (boto3 missing, bad settings), not on every upload
     task = asyncio.create_task(_sweeper())
     try:
         yield

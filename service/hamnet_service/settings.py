@@ -5,6 +5,9 @@
 | ``HAMNET_REDIS_URL`` | ``redis://localhost:6379/0`` | broker and job store |
 | ``HAMNET_BUNDLE`` | default bundle | model bundle directory (must match the workers') |
 | ``HAMNET_DATA_DIR`` | ``.hamnet/data`` | uploads and scratch, shared with the workers |
+| ``HAMNET_STORAGE`` | ``local`` | ``s3``: uploads go to ``HAMNET_S3_BUCKET`` (docs/DEPLOY.md) |
+| ``HAMNET_S3_BUCKET`` / ``HAMNET_S3_PREFIX`` | empty / ``uploads/`` | object key ``PREFIX<id>.video`` |
+| ``HAMNET_S3_ENDPOINT_URL`` / ``HAMNET_S3_REGION`` | unset | S3-compatible endpoint and region |
 | ``HAMNET_HOST`` / ``HAMNET_PORT`` | ``127.0.0.1`` / ``8000`` | listen address |
 | ``HAMNET_API_KEYS`` | empty (no auth) | comma-separated keys for ``Authorization: Bearer`` |
 | ``HAMNET_MAX_UPLOAD_BYTES`` | 2 GiB | 413 above this |
@@ -21,8 +24,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -32,6 +36,15 @@ class ServiceSettings(BaseSettings):
     redis_url: str = "redis://localhost:6379/0"
     bundle: Path | None = None
     data_dir: Path = Path(".hamnet/data")
+    storage: Literal["local", "s3"] = Field(
+        default="local", description="Upload store: local directory or S3-compatible bucket."
+    )
+    s3_bucket: str = ""
+    s3_endpoint_url: str | None = Field(
+        default=None, description="S3 API endpoint (MinIO, Ceph ...); unset: AWS."
+    )
+    s3_prefix: str = "uploads/"
+    s3_region: str | None = None
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     api_keys: str = ""
@@ -49,6 +62,12 @@ class ServiceSettings(BaseSettings):
     callback_allow_private: bool = False
     partial_idle_s: float = Field(default=60.0, gt=0, description="stale partial uploads")
     worker_stale_s: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _s3_bucket_set(self) -> ServiceSettings:
+        if self.storage == "s3" and not self.s3_bucket:
+            raise ValueError("HAMNET_STORAGE=s3 needs HAMNET_S3_BUCKET")
+        return self
 
     @property
     def keys(self) -> list[str]:

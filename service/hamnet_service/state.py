@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from hamnet_worker.jobs import JobStore, connect
-from hamnet_worker.storage import Storage
+from hamnet_worker.storage import Storage, make_storage
 
 from hamnet_service.settings import get_settings
 
@@ -22,7 +22,7 @@ def store() -> JobStore:
 
 @lru_cache(maxsize=1)
 def storage() -> Storage:
-    return Storage(get_settings().data_dir).ensure()
+    return make_storage(get_settings()).ensure()
 
 
 @lru_cache(maxsize=1)

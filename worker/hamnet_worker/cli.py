@@ -37,10 +37,10 @@ def _run(args: argparse.Namespace) -> int:
         os.environ["HAMNET_CONCURRENCY"] = str(args.concurrency)
     from hamnet_worker.celery_app import get_app
     from hamnet_worker.settings import get_settings
-    from hamnet_worker.storage import Storage
+    from hamnet_worker.storage import make_storage
 
     s = get_settings()
-    Storage(s.data_dir).ensure()
+    make_storage(s).ensure()
     app = get_app()
     argv = [
         "worker",

@@ -19,7 +19,7 @@ from typing import Any
 
 from hamnet_worker.jobs import JobStore, connect, utcnow
 from hamnet_worker.settings import WorkerSettings, get_settings
-from hamnet_worker.storage import Storage
+from hamnet_worker.storage import make_storage
 
 log = logging.getLogger("hamnet.worker")
 
@@ -37,7 +37,7 @@ class Runtime:
     def __init__(self, settings: WorkerSettings) -> None:
         self.settings = settings
         self.store = JobStore(connect(settings.redis_url), ttl=settings.job_ttl_s)
-        self.storage = Storage(settings.data_dir).ensure()
+        self.storage = make_storage(settings).ensure()
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self._bundle: Any = None
         self._lock = threading.Lock()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -23,6 +24,15 @@ class WorkerSettings(BaseSettings):
         default=None, description="Model bundle directory; the default bundle when unset."
     )
     data_dir: Path = Path(".hamnet/data")
+    storage: Literal["local", "s3"] = Field(
+        default="local", description="Upload store: local directory or S3-compatible bucket."
+    )
+    s3_bucket: str = ""
+    s3_endpoint_url: str | None = Field(
+        default=None, description="S3 API endpoint (MinIO, Ceph ...); unset: AWS."
+    )
+    s3_prefix: str = "uploads/"
+    s3_region: str | None = None
     queue: str = "gpu"
     concurrency: int = Field(default=1, ge=1)
     soft_time_limit: float = Field(default=1800.0, gt=0, description="Seconds; job fails.")
@@ -54,6 +64,12 @@ class WorkerSettings(BaseSettings):
                 "need HAMNET_SOFT_TIME_LIMIT < HAMNET_TIME_LIMIT < HAMNET_VISIBILITY_TIMEOUT "
                 f"(got {self.soft_time_limit}, {self.time_limit}, {self.visibility_timeout})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _s3_bucket_set(self) -> WorkerSettings:
+        if self.storage == "s3" and not self.s3_bucket:
+            raise ValueError("HAMNET_STORAGE=s3 needs HAMNET_S3_BUCKET")
         return self
 
 

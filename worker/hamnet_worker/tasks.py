@@ -112,7 +112,7 @@ def _hard_time_limit(sender: Any = None, task_id: str | None = None, exception: 
         return
     from hamnet_worker.jobs import JobStore, connect
     from hamnet_worker.settings import get_settings
-    from hamnet_worker.storage import Storage
+    from hamnet_worker.storage import make_storage
 
     job_id = (args or [task_id])[0]
     s = get_settings()
@@ -120,7 +120,7 @@ def _hard_time_limit(sender: Any = None, task_id: str | None = None, exception: 
     try:
         store.fail(job_id, "time_limit_exceeded",
                    f"processing was killed at the {s.time_limit:.0f} s hard time limit")
-        Storage(s.data_dir).remove(job_id)
+        make_storage(s).remove(job_id)
     finally:
         store.r.close()
 
@@ -151,13 +151,21 @@ def process_job(self: Any, job_id: str) -> str:
         return action
     progress = Progress(store, job_id)
     outcome = "failed"
+    # Set once the job has a terminal status. A BaseException that is not an outcome (the
+    # child stopped by a cold/soft shutdown, SystemExit, KeyboardInterrupt) leaves the job
+    # unacknowledged for redelivery, so its upload must stay on disk for the next attempt.
+    terminal = False
     try:
         from hamnet.errors import HamnetError
+
+        from hamnet_worker.storage import StorageUnavailable
 
         try:
             bundle = rt.bundle()
             params = job.get("params") or {}
-            result = _predict(bundle, storage.upload_path(job_id), progress, params)
+            # local storage: the shared file; S3: a download into this job's scratch dir
+            video = storage.fetch(job_id)
+            result = _predict(bundle, video, progress, params)
             progress.done()
             result.setdefault("model", {})
             if rt.provider:
@@ -173,15 +181,21 @@ def process_job(self: Any, job_id: str) -> str:
         except HamnetError as e:
             store.fail(job_id, e.code, _client_message(str(e), job, storage.upload_path(job_id)))
         except FileNotFoundError:
-            store.fail(job_id, "upload_missing", "the uploaded video is no longer on disk")
+            store.fail(job_id, "upload_missing", "the uploaded video is no longer stored")
+        except StorageUnavailable:
+            store.fail(job_id, "storage_unavailable", "the upload store could not be reached")
         except MemoryError:
             store.fail(job_id, "out_of_memory", "the worker ran out of memory on this video")
         except Exception as e:
             log.exception("job %s crashed", job_id)
             store.fail(job_id, "internal_error", f"processing failed ({type(e).__name__})")
+        terminal = True
     finally:
         rt.busy_job = None
-        storage.remove(job_id)
+        if terminal:
+            storage.remove(job_id)
+        else:  # keep the upload for the redelivery, drop this attempt's local copies
+            storage.release(job_id)
     _callback(rt, store.get(job_id))
     return outcome
 

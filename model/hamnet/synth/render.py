@@ -179,15 +179,33 @@ def video_paths(out: str | Path) -> list[Path]:
     return sorted((Path(out) / "videos").glob("*.mp4"))
 
 
+def _single_threaded() -> bool:
+    """True when this process has exactly one OS thread (Linux: /proc/self/task).
+
+    Native threads count too (torch's OpenMP pool, ONNX Runtime, redis clients): forking a
+    process that has them can leave a child blocked forever on a lock held by a thread that
+    does not exist in the child."""
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        import threading
+
+        return threading.active_count() == 1
+
+
 def pool_context():
-    """Process start method for render/feature pools: ``fork`` where available (no
-    ``if __name__ == "__main__"`` guard needed in callers' scripts, fast start), else
-    ``spawn``. Pools are started before any torch work in the demo, and the children use
-    only numpy/OpenCV/PyAV."""
+    """Process start method for render/feature pools.
+
+    ``fork`` when the parent is single-threaded (the CLI: fast start, no ``__main__`` guard
+    needed), otherwise ``forkserver`` (children fork from a clean single-threaded server) or
+    ``spawn``. A parent that already imported torch, or runs inside a test session, has native
+    threads, and a plain fork there can deadlock."""
     import multiprocessing as mp
 
     methods = mp.get_all_start_methods()
-    return mp.get_context("fork" if "fork" in methods else "spawn")
+    if "fork" in methods and _single_threaded():
+        return mp.get_context("fork")
+    return mp.get_context("forkserver" if "forkserver" in methods else "spawn")
 
 
 def can_fork_workers() -> bool:

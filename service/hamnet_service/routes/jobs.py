@@ -3,6 +3,7 @@ status codes."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 from typing import Any, Literal
 
@@ -154,6 +155,18 @@ def _probe(path: Any, filename: str) -> dict[str, Any]:
             "height": info.height, "rotation": info.rotation, "codec": info.codec}
 
 
+def _discard(storage: Any, job_id: str, stored: bool) -> None:
+    """Error path of ``create_job``: delete whatever the request stored. Local files go at once;
+    an object is deleted in a thread, so that a slow or unreachable object store never blocks
+    the event loop (and a cancelled request still cleans up)."""
+    if storage.kind == "local":
+        storage.remove(job_id)
+        return
+    storage.partial_path(job_id).unlink(missing_ok=True)
+    if stored:
+        asyncio.get_running_loop().run_in_executor(None, storage.remove, job_id)
+
+
 @router.post(
     "/jobs",
     status_code=202,
@@ -177,6 +190,7 @@ async def create_job(
 ) -> Job:
     from hamnet_worker.celery_app import send_job
     from hamnet_worker.jobs import IdempotencyConflict, new_job_id
+    from hamnet_worker.storage import StorageUnavailable
 
     s = get_settings()
     store, storage = state.store(), state.storage()
@@ -196,11 +210,17 @@ async def create_job(
     job_id = new_job_id()
     up = await receive(request, storage.partial_path(job_id), s.max_upload_bytes,
                        s.max_field_bytes, s.max_fields, idle_s=s.partial_idle_s)
+    stored = False  # the upload may be in the object store (from the start of the commit on)
     try:
         bundle = state.model_state.get()
         extra = await run_in_threadpool(_params, up, list(bundle.classes))
         video = await run_in_threadpool(_probe, up.path, up.filename)
-        await run_in_threadpool(storage.commit, job_id)
+        stored = True
+        try:  # local: a rename into uploads/; S3: upload to the bucket, local file deleted
+            await run_in_threadpool(storage.commit, job_id)
+        except StorageUnavailable:
+            raise ApiError(503, "storage_unavailable", "the upload store is unavailable; "
+                           "retry shortly", headers={"Retry-After": "5"}) from None
         record = {
             "id": job_id, "owner": owner, "model": model, "filename": up.filename,
             "size_bytes": up.size, "sha256": up.sha256, "video": video, **extra,
@@ -211,7 +231,7 @@ async def create_job(
             raise ApiError(409, "idempotency_key_reused",
                            "this Idempotency-Key was used for a different upload") from None
         if not created:
-            storage.remove(job_id)
+            await run_in_threadpool(storage.remove, job_id)
             response.status_code = 200
             response.headers["Idempotent-Replayed"] = "true"
             response.headers["Location"] = f"/v1/jobs/{job['id']}"
@@ -223,7 +243,7 @@ async def create_job(
                                     "the job could not be queued")
             raise ApiError(503, "broker_unavailable", "the job queue is unavailable") from None
     except BaseException:
-        storage.remove(job_id)
+        _discard(storage, job_id, stored)
         raise
     response.headers["Location"] = f"/v1/jobs/{job_id}"
     return job_view(job)
