@@ -23,32 +23,17 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
-from typing import Literal
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from hamnet_worker.settings import SharedSettings
+from pydantic import Field
 
 
-class ServiceSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="HAMNET_", extra="ignore")
+class ServiceSettings(SharedSettings):
+    """Gateway settings; the ones shared with the workers live in ``SharedSettings``."""
 
-    redis_url: str = "redis://localhost:6379/0"
-    bundle: Path | None = None
-    data_dir: Path = Path(".hamnet/data")
-    storage: Literal["local", "s3"] = Field(
-        default="local", description="Upload store: local directory or S3-compatible bucket."
-    )
-    s3_bucket: str = ""
-    s3_endpoint_url: str | None = Field(
-        default=None, description="S3 API endpoint (MinIO, Ceph ...); unset: AWS."
-    )
-    s3_prefix: str = "uploads/"
-    s3_region: str | None = None
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     api_keys: str = ""
-    queue: str = "gpu"
     max_upload_bytes: int = Field(default=2 * 1024**3, ge=1)
     max_duration_s: float = Field(default=4 * 3600.0, gt=0)
     min_duration_s: float = Field(default=0.5, ge=0)
@@ -58,16 +43,8 @@ class ServiceSettings(BaseSettings):
     rate_limit_per_minute: int = Field(default=60, ge=0)
     max_field_bytes: int = Field(default=8192, ge=64)
     max_fields: int = Field(default=16, ge=1)
-    job_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
-    callback_allow_private: bool = False
     partial_idle_s: float = Field(default=60.0, gt=0, description="stale partial uploads")
     worker_stale_s: float = Field(default=30.0, gt=0)
-
-    @model_validator(mode="after")
-    def _s3_bucket_set(self) -> ServiceSettings:
-        if self.storage == "s3" and not self.s3_bucket:
-            raise ValueError("HAMNET_STORAGE=s3 needs HAMNET_S3_BUCKET")
-        return self
 
     @property
     def keys(self) -> list[str]:

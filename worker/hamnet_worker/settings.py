@@ -16,7 +16,11 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-class WorkerSettings(BaseSettings):
+class SharedSettings(BaseSettings):
+    """The settings the gateway and the workers must agree on (one Redis, one bundle, one
+    upload store, one queue). Both processes' settings classes extend this one, so a shared
+    variable is declared once and cannot drift between them."""
+
     model_config = SettingsConfigDict(env_prefix="HAMNET_", extra="ignore")
 
     redis_url: str = "redis://localhost:6379/0"
@@ -34,6 +38,17 @@ class WorkerSettings(BaseSettings):
     s3_prefix: str = "uploads/"
     s3_region: str | None = None
     queue: str = "gpu"
+    job_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
+    callback_allow_private: bool = False
+
+    @model_validator(mode="after")
+    def _s3_bucket_set(self) -> SharedSettings:
+        if self.storage == "s3" and not self.s3_bucket:
+            raise ValueError("HAMNET_STORAGE=s3 needs HAMNET_S3_BUCKET")
+        return self
+
+
+class WorkerSettings(SharedSettings):
     concurrency: int = Field(default=1, ge=1)
     soft_time_limit: float = Field(default=1800.0, gt=0, description="Seconds; job fails.")
     time_limit: float = Field(default=1900.0, gt=0, description="Seconds; child is killed.")
@@ -42,13 +57,11 @@ class WorkerSettings(BaseSettings):
         default=10.0, gt=0, description="Seconds between scans for lost (unacked) jobs."
     )
     max_attempts: int = Field(default=3, ge=1, description="Deliveries before a job is poison.")
-    job_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
     heartbeat_s: float = Field(default=5.0, gt=0)
     max_tasks_per_child: int = Field(default=0, ge=0, description="0: unlimited.")
     providers: str = Field(
         default="", description="Comma-separated ONNX Runtime providers; empty: CUDA then CPU."
     )
-    callback_allow_private: bool = False
     preload: bool = Field(default=True, description="Load the model when a child starts.")
     soft_shutdown_s: float = Field(
         default=0.0, ge=0,
@@ -64,12 +77,6 @@ class WorkerSettings(BaseSettings):
                 "need HAMNET_SOFT_TIME_LIMIT < HAMNET_TIME_LIMIT < HAMNET_VISIBILITY_TIMEOUT "
                 f"(got {self.soft_time_limit}, {self.time_limit}, {self.visibility_timeout})"
             )
-        return self
-
-    @model_validator(mode="after")
-    def _s3_bucket_set(self) -> WorkerSettings:
-        if self.storage == "s3" and not self.s3_bucket:
-            raise ValueError("HAMNET_STORAGE=s3 needs HAMNET_S3_BUCKET")
         return self
 
 
