@@ -24,16 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from machine import cpu_name  # bench/machine.py (scripts run from bench/)
 
 
 def _time_pair(fn_a, fn_b, repeats: int, warmup: int) -> tuple[list[float], list[float]]:
@@ -128,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         f"- Model: HAMNet D={args.feature_size}, C={args.num_class} (THUMOS architecture, no "
         f"smoothing), random init, batch 1, eval mode; {export['size_bytes'] / 1e6:.0f} MB ONNX "
         f"(opset {export['opset']}).",
-        f"- CPU: {_cpu_name()}, {os.cpu_count()} logical cores; threads = {args.threads} for both "
+        f"- CPU: {cpu_name()}, {os.cpu_count()} logical cores; threads = {args.threads} for both "
         f"engines (torch.set_num_threads / ORT intra_op_num_threads, inter_op 1).",
         f"- torch {torch.__version__}, onnxruntime {ort.__version__} (CPUExecutionProvider), "
         f"Python {platform.python_version()}.",

@@ -34,18 +34,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from machine import cpu_name  # bench/machine.py (scripts run from bench/)
 
 SNIPPETS_PER_VIDEO_SECOND = 25 / 16
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _timed(
@@ -306,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         "does not depend on values); ONNX graph = `extract_features` -> [N,1024], opset 17, "
         f"fixed 16x224x224, dynamic N; fp32 {graphs[('rgb', 'fp32')].stat().st_size / 1e6:.0f} MB,"
         f" fp16 {graphs[('rgb', 'fp16')].stat().st_size / 1e6:.0f} MB.",
-        f"- CPU: {_cpu_name()}, {os.cpu_count()} logical cores; threads = {args.threads} for "
+        f"- CPU: {cpu_name()}, {os.cpu_count()} logical cores; threads = {args.threads} for "
         "every engine (torch.set_num_threads / ORT intra-op, inter-op 1; cv2.setNumThreads).",
         f"- torch {torch_version} (eager baseline on {args.torch_device}), onnxruntime {onnxruntime.__version__} ({prov}), "
         f"Python {platform.python_version()}.",

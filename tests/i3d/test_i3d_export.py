@@ -33,22 +33,6 @@ from hamnet.i3d.model import InceptionI3d, load_i3d_state_dict  # noqa: E402
 from hamnet.i3d.recipe import recipe_input, recipe_state_dict  # noqa: E402
 from hamnet.video.backbone import BackboneSpec  # noqa: E402
 
-FIX = Path(__file__).parents[1] / "fixtures" / "i3d"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def expected() -> dict[str, np.ndarray]:
-    with np.load(FIX / "expected_features.npz") as z:
-        return {k: z[k] for k in z.files}
-
 
 @pytest.fixture(scope="module")
 def recipe_sd() -> dict[str, dict[str, torch.Tensor]]:

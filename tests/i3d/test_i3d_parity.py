@@ -6,8 +6,6 @@ logits unit), Mixed_5c and per-endpoint statistics, which keeps the file at ~20 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -17,22 +15,7 @@ from hamnet.i3d.layout import ENDPOINTS  # noqa: E402
 from hamnet.i3d.model import InceptionI3d, load_i3d_state_dict, same_pad  # noqa: E402
 from hamnet.i3d.recipe import STREAM_CHANNELS, recipe_input, recipe_state_dict  # noqa: E402
 
-FIX = Path(__file__).parents[1] / "fixtures" / "i3d"
 ATOL = RTOL = 1e-4
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def expected() -> dict[str, np.ndarray]:
-    with np.load(FIX / "expected_features.npz") as z:
-        return {k: z[k] for k in z.files}
 
 
 @pytest.fixture(scope="module")

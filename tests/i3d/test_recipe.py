@@ -25,12 +25,6 @@ def keys() -> dict:
     return json.loads((FIX / "state_dict_keys.json").read_text())
 
 
-@pytest.fixture(scope="module")
-def expected() -> dict[str, np.ndarray]:
-    with np.load(FIX / "expected_features.npz") as z:
-        return {k: z[k] for k in z.files}
-
-
 @pytest.mark.parametrize("stream", ["rgb", "flow"])
 def test_layout_matches_reference_key_order_and_shapes(keys: dict, stream: str) -> None:
     ref = keys["streams"][stream]
