@@ -33,7 +33,7 @@ from hamnet_procs import (  # noqa: E402
 
 
 def render_video(out: Path, duration: float) -> Path:
-    from hamnet.synth import SceneConfig, make_plan, render_frames, write_mp4
+    from hamnet.demo.synth import SceneConfig, make_plan, render_frames, write_mp4
 
     cfg = SceneConfig(duration=(duration, duration), instances=(3, 5))
     plan = make_plan(60, 0, cfg)

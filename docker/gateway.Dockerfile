@@ -17,11 +17,13 @@ COPY docker/requirements/gateway.txt /tmp/requirements.txt
 RUN pip install --no-compile -r /tmp/requirements.txt
 COPY pyproject.toml README.md ./
 COPY model ./model
-COPY worker ./worker
+# Only the job contract of worker/: the gateway never runs (nor installs) the Celery tasks.
+COPY worker/hamnet_jobs ./worker/hamnet_jobs
 COPY service ./service
 RUN pip install --no-compile --constraint /tmp/requirements.txt ".[service]" \
     && pip check \
-    && python -c "import hamnet_service, importlib.util as u; assert u.find_spec('torch') is None and u.find_spec('onnxruntime') is None"
+    && python -m compileall -q /opt/venv/lib \
+    && python -c "import hamnet_service.app, importlib.util as u; assert all(u.find_spec(m) is None for m in ('torch', 'onnxruntime', 'hamnet_worker'))"
 
 FROM python:3.12.10-slim-bookworm
 LABEL org.opencontainers.image.title="hamnet-gateway" \

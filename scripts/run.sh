@@ -61,12 +61,12 @@ fi
 
 # 1. The model bundle.
 if [[ -z "${HAMNET_BUNDLE:-}" ]]; then
-  if ! python -c "from hamnet.bundle import load_bundle; from hamnet.demo import default_bundle_dir; load_bundle(default_bundle_dir())" >/dev/null 2>&1; then
+  if ! python -c "from hamnet.bundle import load_bundle; from hamnet.paths import default_bundle_dir; load_bundle(default_bundle_dir())" >/dev/null 2>&1; then
     echo "[run] building the default model bundle (hamnet demo): renders videos and trains on"
     echo "[run] this machine; about ten minutes on 2 CPU cores, once (cached in ~/.hamnet)"
     hamnet demo
   fi
-  HAMNET_BUNDLE="$(python -c "from hamnet.demo import default_bundle_dir; print(default_bundle_dir())")"
+  HAMNET_BUNDLE="$(python -c "from hamnet.paths import default_bundle_dir; print(default_bundle_dir())")"
 fi
 export HAMNET_BUNDLE
 echo "[run] model bundle: $HAMNET_BUNDLE"

@@ -56,6 +56,27 @@ class VideoTooShortError(VideoError):
     code = "video_too_short"
 
 
+class VideoTooLongError(VideoError):
+    """Longer than the caller's duration limit, measured from decoded (or demuxed) timestamps,
+    or more frames than that duration can hold."""
+
+    code = "video_too_long"
+
+
+class VideoTooLargeError(VideoError):
+    """Picture width, height or pixel count above the caller's limits (decided from the stream
+    header, before a picture of that size is allocated)."""
+
+    code = "resolution_too_large"
+
+
+class UnboundedDurationError(VideoError):
+    """A duration limit was asked for, but the file has neither timestamps nor a frame rate
+    that would allow bounding how long it is."""
+
+    code = "duration_unknown"
+
+
 class MissingDependencyError(HamnetError):
     """An optional extra (``hamnet[train]``, ``hamnet[video]``) is needed but not installed."""
 

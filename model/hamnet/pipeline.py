@@ -51,23 +51,30 @@ def get_bundle(bundle: Bundle | str | Path) -> Bundle:
         return _bundles[key]
 
 
-def get_backbone(bundle: Bundle, providers: list[str] | None = None) -> Any:
+def get_backbone(bundle: Bundle, providers: list[str] | None = None,
+                 threads: int | None = None) -> Any:
+    """The bundle's backbone, once per process. ``threads`` caps the intra-op threads of its
+    ONNX Runtime sessions (a worker divides the cores among its children)."""
     from hamnet.video.backbone import load_backbone
 
     key = f"{bundle.checksum}:{bundle.root}"
     with _lock:
         if key not in _backbones:
-            _backbones[key] = load_backbone(bundle.backbone, bundle.root, providers=providers)
+            backbone = load_backbone(bundle.backbone, bundle.root, providers=providers)
+            if threads and hasattr(backbone, "threads"):
+                backbone.threads = int(threads)
+            _backbones[key] = backbone
         return _backbones[key]
 
 
-def get_head(bundle: Bundle, providers: list[str] | None = None) -> Any:
+def get_head(bundle: Bundle, providers: list[str] | None = None,
+             threads: int | None = None) -> Any:
     from hamnet.localize import HeadSession
 
     key = str(bundle.head_path)
     with _lock:
         if key not in _heads:
-            _heads[key] = HeadSession(bundle.head_path, providers=providers)
+            _heads[key] = HeadSession(bundle.head_path, providers=providers, threads=threads)
         return _heads[key]
 
 
@@ -99,6 +106,9 @@ def predict_video(
     profile: str | None = None,
     batch_size: int = 8,
     max_seconds: float | None = None,
+    max_duration_s: float | None = None,
+    max_dimension: int | None = None,
+    max_pixels: int | None = None,
 ) -> dict[str, Any]:
     """Localize the bundle's actions in ``video_path``.
 
@@ -107,6 +117,13 @@ def predict_video(
     below it; ``include``/``exclude`` keep/drop labels (unknown labels are a
     :class:`ConfigError`); ``profile`` overrides the bundle's post-processing profile
     (``official``/``fixed``/``custom``). ``max_seconds`` analyses only the start of the video.
+
+    ``max_duration_s``, ``max_dimension`` and ``max_pixels`` bound untrusted input (``None``:
+    unbounded): a video longer (in decoded time, whatever its container declares), wider/higher
+    or with more pixels per picture raises :class:`~hamnet.errors.VideoTooLongError` /
+    :class:`~hamnet.errors.VideoTooLargeError` (``code`` ``video_too_long`` /
+    ``resolution_too_large``), one whose duration cannot be bounded
+    :class:`~hamnet.errors.UnboundedDurationError` (``duration_unknown``).
     """
     from hamnet.postprocess import predict_from_outputs
     from hamnet.video.backbone import extract_features
@@ -127,7 +144,8 @@ def predict_video(
     try:
         feats, info, spans = extract_features(
             backbone, video_path, progress=report, batch_size=batch_size,
-            max_seconds=max_seconds, stats=stats,
+            max_seconds=max_seconds, stats=stats, max_duration_s=max_duration_s,
+            max_dimension=max_dimension, max_pixels=max_pixels,
         )
     except VideoError as e:
         # Results and job errors are shown to API clients: name the file, not where the

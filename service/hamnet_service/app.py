@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -53,12 +54,16 @@ class EdgeMiddleware:
         timer = metrics.Timer()
         status = {"code": 500}
         api = scope["path"].startswith("/v1")
+        rid = uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = rid
 
         async def send_wrapper(message) -> None:  # noqa: ANN001
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
                 headers = list(message.get("headers", []))
                 headers.extend(SECURITY_HEADERS)
+                if not any(k.lower() == b"x-request-id" for k, _ in headers):
+                    headers.append((b"x-request-id", rid.encode()))
                 if api:
                     headers.append((b"cache-control", b"no-store"))
                 message["headers"] = headers
@@ -72,18 +77,34 @@ class EdgeMiddleware:
 
 
 async def _sweeper() -> None:
-    """Remove partial uploads left by a gateway killed mid-upload (ours or a sibling's)."""
+    """Remove partial uploads left by a gateway killed mid-upload (ours or a sibling's), and
+    fail the jobs such a gateway recorded but never queued."""
+    from hamnet_service.services.jobs import sweep_orphans
+
     s = get_settings()
+    failing = False
     while True:
         try:
             await asyncio.to_thread(state.storage().sweep_partials, s.partial_idle_s)
-        except Exception as e:
-            log.warning("sweeping partial uploads failed: %s", e)
+            for job_id in await asyncio.to_thread(sweep_orphans, state.store(),
+                                                  state.storage(), s.orphan_after_s):
+                log.warning("job %s was recorded but never queued: failed", job_id)
+            failing = False
+        except Exception:
+            if not failing:  # once per outage, with the traceback
+                log.warning("sweeping partial uploads and orphan jobs failed", exc_info=True)
+            failing = True
         await asyncio.sleep(min(30.0, s.partial_idle_s))
 
 
 @contextlib.asynccontextmanager
 async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    problem = get_settings().exposure_problem()
+    if problem:
+        raise RuntimeError(problem)
+    if not get_settings().keys:
+        log.warning("no API keys (HAMNET_API_KEYS): every caller is anonymous; jobs are "
+                    "reachable by id only and cannot be listed")
     if get_settings().storage != "local":
         state.storage()  # fail at start (boto3 missing, bad settings), not on every upload
     task = asyncio.create_task(_sweeper())
@@ -123,7 +144,8 @@ async def _index():  # noqa: ANN202
     page = STATIC / "index.html"
     if page.is_file():
         return FileResponse(page, media_type="text/html")
-    return HTMLResponse("<!doctype html><title>hamnet</title><p>hamnet API: see /docs</p>")
+    return HTMLResponse("<!doctype html><title>hamnet</title><p>hamnet API: see "
+                        "/openapi.json</p>")
 
 
 app = create_app()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,6 +36,13 @@ def _run(args: argparse.Namespace) -> int:
     from hamnet_service.settings import get_settings
 
     s = get_settings()
+    problem = s.exposure_problem()
+    if problem:
+        print(f"hamnet serve: {problem}", file=sys.stderr)
+        return 2
+    if not s.keys:
+        print("hamnet serve: no API keys (HAMNET_API_KEYS): every caller is anonymous, jobs "
+              "are reachable by id only and cannot be listed", file=sys.stderr)
     uvicorn.run(
         "hamnet_service.app:app",
         host=s.host,

@@ -4,6 +4,8 @@ FastAPI's own validation errors and Starlette's 404/405 into the same body."""
 
 from __future__ import annotations
 
+import logging
+import uuid
 from typing import Any
 
 import redis
@@ -13,6 +15,16 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hamnet_service.schemas import ErrorBody
+
+log = logging.getLogger("hamnet.service")
+
+
+def request_id(request: Request) -> str:
+    """The id the edge middleware gave this request (also sent as ``X-Request-ID``)."""
+    rid = getattr(request.state, "request_id", None)
+    if not rid:
+        rid = request.state.request_id = uuid.uuid4().hex
+    return rid
 
 
 class ApiError(Exception):
@@ -37,6 +49,7 @@ def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         400: "Malformed request", 401: "Missing or invalid API key", 404: "No such job", 408: "Upload stalled",
         409: "Conflict", 413: "Upload or form field too large", 415: "Not a video",
         422: "Invalid parameter or unusable video", 429: "Queue full or rate limited",
+        500: "Unexpected error (logged with the request id it names)",
         503: "Dependency unavailable", 507: "Upload storage full",
     }
     return {c: {"model": ErrorBody, "description": text.get(c, "Error")} for c in codes}
@@ -64,6 +77,17 @@ def install(app: FastAPI) -> None:
             503, "store_unavailable", "the job store is unavailable; retry shortly",
             headers={"Retry-After": "5"},
         )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        """A bug or an unforeseen failure: never disguised as bad input. Logged with its
+        traceback and the request id, which the answer names so the two can be matched."""
+        rid = request_id(request)
+        log.error("unexpected error in %s %s (request %s)", request.method, request.url.path,
+                  rid, exc_info=exc)
+        return error_response(500, "internal_error",
+                              f"unexpected error; quote request id {rid} when reporting it",
+                              headers={"X-Request-ID": rid})
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

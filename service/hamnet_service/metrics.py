@@ -28,11 +28,11 @@ HTTP_LATENCY = Histogram(
 
 class JobCollector:
     def collect(self):  # noqa: ANN201 (prometheus_client protocol)
-        from hamnet_worker.jobs import STAGE_BUCKETS
+        from hamnet_jobs.telemetry import STAGE_BUCKETS
 
         try:
-            stats = state.store().stats()
-            workers = state.store().workers()
+            stats = state.telemetry().stats()
+            workers = state.telemetry().workers()
         except Exception:
             up = GaugeMetricFamily("hamnet_redis_up", "Whether Redis answered the scrape")
             up.add_metric([], 0)

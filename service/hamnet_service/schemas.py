@@ -40,6 +40,20 @@ class VideoInfo(BaseModel):
     height: int
 
 
+class CallbackDelivery(BaseModel):
+    status: Literal["pending", "delivered", "failed"]
+    attempts: int = Field(0, ge=0, description="delivery attempts so far (bounded, backoff)")
+    http_status: int | None = Field(None, description="status of the last attempt's answer")
+    last_error: str | None = None
+    last_attempt_at: str | None = None
+    delivered_at: str | None = None
+
+
+class WebhookSecret(BaseModel):
+    secret: str = Field(description="HMAC-SHA256 key of this API key's callbacks: verify "
+                        "`Hamnet-Signature: t=<unix time>,v1=<hex>` over `<t>.<body>`")
+
+
 class Job(BaseModel):
     id: str
     status: Status
@@ -57,6 +71,9 @@ class Job(BaseModel):
     video: VideoInfo | None = None
     params: JobParams = Field(default_factory=JobParams)
     callback_url: str | None = None
+    callback: CallbackDelivery | None = Field(None, description="outcome of the callback")
+    requeues: int = Field(0, ge=0, description="times the job was queued again because its "
+                          "worker was lost")
     tag: str | None = None
     links: dict[str, str] = Field(default_factory=dict)
 

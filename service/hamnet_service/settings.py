@@ -10,10 +10,13 @@
 | ``HAMNET_S3_ENDPOINT_URL`` / ``HAMNET_S3_REGION`` | unset | S3-compatible endpoint and region |
 | ``HAMNET_HOST`` / ``HAMNET_PORT`` | ``127.0.0.1`` / ``8000`` | listen address |
 | ``HAMNET_API_KEYS`` | empty (no auth) | comma-separated keys for ``Authorization: Bearer`` |
+| ``HAMNET_ALLOW_ANONYMOUS_PUBLIC`` | false | serve without API keys on a non-loopback address |
 | ``HAMNET_MAX_UPLOAD_BYTES`` | 2 GiB | 413 above this |
 | ``HAMNET_MAX_DURATION_S`` | 14400 | 422 ``video_too_long`` above this |
 | ``HAMNET_MIN_DURATION_S`` | 0.5 | 422 ``video_too_short`` below this (or a single frame) |
 | ``HAMNET_MAX_DIMENSION`` | 8192 | 422 ``resolution_too_large`` when width or height exceed it |
+| ``HAMNET_MAX_PIXELS`` | 35389440 | 422 ``resolution_too_large`` above this many pixels a frame |
+| ``HAMNET_PROBE_TIMEOUT_S`` / ``_CPU_S`` / ``_MEMORY_MB`` | 20 / 10 / 1024 | limits of the child process that probes an upload |
 | ``HAMNET_MAX_QUEUE`` | 100 | 429 ``queue_full`` when this many jobs wait |
 | ``HAMNET_RATE_LIMIT_PER_MINUTE`` | 60 | job submissions per key (or client) and minute; 0: off |
 | ``HAMNET_JOB_TTL_S`` | 604800 | seconds jobs and results are kept |
@@ -22,9 +25,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 
-from hamnet_worker.settings import SharedSettings
+from hamnet_jobs.settings import SharedSettings
 from pydantic import Field
 
 
@@ -34,10 +38,19 @@ class ServiceSettings(SharedSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     api_keys: str = ""
+    allow_anonymous_public: bool = Field(
+        default=False, description="Serve without API keys on a non-loopback address (every "
+        "caller who can reach the port can then submit jobs).",
+    )
     max_upload_bytes: int = Field(default=2 * 1024**3, ge=1)
-    max_duration_s: float = Field(default=4 * 3600.0, gt=0)
     min_duration_s: float = Field(default=0.5, ge=0)
-    max_dimension: int = Field(default=8192, ge=1)
+    probe_timeout_s: float = Field(default=20.0, gt=0)
+    probe_cpu_s: int = Field(default=10, ge=1)
+    probe_memory_mb: int = Field(default=1024, ge=64)
+    orphan_after_s: float = Field(
+        default=120.0, gt=0, description="A queued job whose task was never published after "
+        "this long (its gateway died in between) is failed.",
+    )
     max_queue: int = Field(default=100, ge=1)
     queue_retry_after_s: int = Field(default=30, ge=1)
     rate_limit_per_minute: int = Field(default=60, ge=0)
@@ -49,6 +62,23 @@ class ServiceSettings(SharedSettings):
     @property
     def keys(self) -> list[str]:
         return [k.strip() for k in self.api_keys.split(",") if k.strip()]
+
+    def exposure_problem(self) -> str | None:
+        """Why serving with these settings would expose every job to strangers, or None."""
+        if self.keys or self.allow_anonymous_public or is_loopback(self.host):
+            return None
+        return (f"refusing to listen on {self.host} without API keys: anyone who can reach "
+                "the port could submit jobs. Set HAMNET_API_KEYS (comma-separated keys), or "
+                "listen on 127.0.0.1, or set HAMNET_ALLOW_ANONYMOUS_PUBLIC=true to accept this")
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 @lru_cache(maxsize=1)

@@ -1,5 +1,7 @@
 """Process-wide clients of the gateway, created on first use (not at import, so that
-``import hamnet_service.app`` needs neither Redis nor a bundle)."""
+``import hamnet_service.app`` needs neither Redis nor a bundle). Routes never call these
+directly: they receive them through the dependencies in :mod:`hamnet_service.deps`, which
+tests can override."""
 
 from __future__ import annotations
 
@@ -8,8 +10,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from hamnet_worker.jobs import JobStore, connect
-from hamnet_worker.storage import Storage, make_storage
+from hamnet_jobs.queue import publisher as make_publisher
+from hamnet_jobs.storage import Storage, make_storage
+from hamnet_jobs.store import JobStore, connect
+from hamnet_jobs.telemetry import Telemetry
 
 from hamnet_service.settings import get_settings
 
@@ -21,15 +25,19 @@ def store() -> JobStore:
 
 
 @lru_cache(maxsize=1)
+def telemetry() -> Telemetry:
+    return Telemetry(store().r)
+
+
+@lru_cache(maxsize=1)
 def storage() -> Storage:
     return make_storage(get_settings()).ensure()
 
 
 @lru_cache(maxsize=1)
-def celery_client() -> Any:
-    from hamnet_worker.celery_app import make_app
-
-    return make_app(get_settings().redis_url, queue=get_settings().queue)
+def publisher() -> Any:
+    s = get_settings()
+    return make_publisher(s.redis_url, queue=s.queue)
 
 
 class ModelState:
@@ -46,7 +54,7 @@ class ModelState:
         configured = get_settings().bundle
         if configured is not None:
             return Path(configured)
-        from hamnet.demo import default_bundle_dir
+        from hamnet.paths import default_bundle_dir
 
         return Path(default_bundle_dir())
 
@@ -70,3 +78,7 @@ class ModelState:
 
 
 model_state = ModelState()
+
+
+def get_model_state() -> ModelState:
+    return model_state

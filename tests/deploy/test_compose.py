@@ -22,8 +22,8 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
-import sys
 import venv
 from pathlib import Path
 from urllib.parse import urlparse
@@ -624,8 +624,6 @@ def test_commands_are_hamnet_subcommands(services: dict, name: str) -> None:
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
     if argv[1] not in sub.choices:
-        if argv[1] == "demo":
-            pytest.skip("`hamnet demo` is not available in this checkout yet")
         pytest.fail(f"{name}: `hamnet {argv[1]}` is not a subcommand ({sorted(sub.choices)})")
     try:
         parser.parse_args(argv[1:])
@@ -830,10 +828,7 @@ def test_deploy_doc_covers_compose() -> None:
 # ------------------------------------------------------------------- run.sh vs compose parity
 
 def _run_sh() -> str:
-    p = ROOT / "scripts" / "run.sh"
-    if not p.exists():
-        pytest.skip("scripts/run.sh not written yet")
-    return p.read_text()
+    return (ROOT / "scripts" / "run.sh").read_text()
 
 
 def test_run_sh_and_compose_start_the_same_processes(services: dict) -> None:
@@ -951,8 +946,17 @@ def test_gateway_pins_install_and_import(tmp_path: Path) -> None:
     py = _venv(tmp_path / "venv")
     offline = _wheels(py, LOCKS / "gateway.txt")
     _pip(py, "install", "--no-compile", *offline, "-r", str(LOCKS / "gateway.txt"))
+    # What gateway.Dockerfile copies: no worker package, only the job contract.
+    src = tmp_path / "src"
+    for part in ("pyproject.toml", "README.md", "model", "worker/hamnet_jobs", "service"):
+        if (ROOT / part).is_dir():
+            shutil.copytree(ROOT / part, src / part,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            (src / part).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / part, src / part)
     _pip(py, "install", "--no-compile", *offline, "--constraint", str(LOCKS / "gateway.txt"),
-         f"{ROOT}[service]")
+         f"{src}[service]")
     _pip(py, "check")
     installed = _freeze(py)
     extra = set(installed) - set(pins) - {"pip", "setuptools", "wheel", "hamnet"}
@@ -975,15 +979,25 @@ def test_gateway_pins_install_and_import(tmp_path: Path) -> None:
              "from hamnet.video.decode import probe\n"
              "info = probe(sys.argv[1])\n"
              "assert info.width == 64 and info.height == 48 and info.duration > 1.5, info\n"
-             "assert u.find_spec('torch') is None and u.find_spec('onnxruntime') is None\n")
+             "assert u.find_spec('torch') is None and u.find_spec('onnxruntime') is None\n"
+             "assert u.find_spec('hamnet_worker') is None and u.find_spec('hamnet_jobs')\n")
     r = subprocess.run([str(py), "-c", probe, str(clip)], capture_output=True, text=True,
                        timeout=300, cwd=tmp_path,
                        env={**os.environ, "HAMNET_DATA_DIR": str(tmp_path / "d")})
     assert r.returncode == 0, r.stderr
 
 
-@pytest.mark.slow
-def test_lock_files_are_up_to_date() -> None:
-    r = subprocess.run([sys.executable, str(LOCKS / "lock.py"), "--check"], capture_output=True,
-                       text=True, timeout=600, cwd=ROOT)
-    assert r.returncode == 0, r.stderr[-3000:] + "\nrun: python docker/requirements/lock.py"
+def test_lock_files_agree_with_each_other() -> None:
+    """The images run side by side (one Redis, one job contract): a distribution locked in
+    several files has one version everywhere. Checked offline; re-resolving the locks against
+    the registry (``python docker/requirements/lock.py --check``) is a maintainer's command,
+    not a test, because its answer changes whenever the registry publishes a release."""
+    locks = {t: read_lock(t) for t in ("gateway", "worker", "train")}
+    for name in sorted(set().union(*locks.values())):
+        versions = {t: pins[name] for t, pins in locks.items() if name in pins}
+        assert len(set(versions.values())) == 1, f"{name} is locked differently: {versions}"
+
+
+def test_lock_check_is_a_documented_maintainer_command() -> None:
+    text = (ROOT / "docs" / "DEPLOY.md").read_text()
+    assert "docker/requirements/lock.py --check" in text

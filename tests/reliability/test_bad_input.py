@@ -116,16 +116,17 @@ def test_worker_does_not_trust_the_gateway(env: dict, content: bytes, code: str)
     """A job whose upload never went through the gateway's probe (an older gateway, a file
     replaced on shared storage): the worker must fail it with the precise code and a message
     fit for a client, and stay up."""
-    from hamnet_worker.celery_app import make_app, send_job
-    from hamnet_worker.jobs import JobStore, new_job_id
-    from hamnet_worker.storage import Storage
+    from hamnet_jobs.queue import publisher, send_job
+    from hamnet_jobs.record import new_job_id
+    from hamnet_jobs.storage import Storage
+    from hamnet_jobs.store import JobStore
 
     stack: Stack = env["stack"]
     job_id = new_job_id()
     Storage(stack.data_dir).upload_path(job_id).write_bytes(content)
     JobStore(stack.r()).create({"id": job_id, "owner": "anonymous", "filename": "x.mp4",
                                 "params": {}})
-    send_job(make_app(stack.redis.url), job_id)
+    send_job(publisher(stack.redis.url), job_id)
     env["jobs"].append(job_id)
     job = stack.wait_job(job_id, 60)
     assert job["status"] == "failed" and job["error"]["code"] == code, job

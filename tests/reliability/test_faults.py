@@ -135,12 +135,12 @@ def test_kill9_worker_child_mid_job(stack: Stack, videos) -> None:
 def assert_duplicate_delivery_is_skipped(stack: Stack, job_id: str) -> None:
     """A late duplicate of the message (a redelivery after the job finished) changes
     nothing: same record, same result, no second success counted."""
-    from hamnet_worker.celery_app import make_app, send_job
+    from hamnet_jobs.queue import publisher, send_job
 
     record = stack.r().get(f"hamnet:job:{job_id}")
     result = stack.r().get(f"hamnet:result:{job_id}")
     before = counters(stack)
-    send_job(make_app(stack.redis.url), job_id)
+    send_job(publisher(stack.redis.url), job_id)
     wait_until(lambda: stack.r().llen("gpu") == 0 and not stack.r().hlen("unacked"), 30,
                "the duplicate consumed")
     time.sleep(0.5)
@@ -153,14 +153,14 @@ def test_duplicate_delivery_while_running_is_deferred(stack_factory, videos) -> 
     """A second copy of a running job's message (what kombu does to unacknowledged messages
     when a worker's broker connection drops) reaches an idle second worker: it must not run
     the job alongside the first, nor count an attempt; it comes back later and skips."""
-    from hamnet_worker.celery_app import make_app, send_job
+    from hamnet_jobs.queue import publisher, send_job
 
     s = stack_factory("dup", workers=2)
     hold = s.proxy.hold(STAGE_WRITE["features"])
     job = s.submit(videos["short"].read_bytes())
     hold.wait_hit(60)
     owner = s.child_pid_running(job["id"])
-    send_job(make_app(s.redis.url), job["id"])
+    send_job(publisher(s.redis.url), job["id"])
     logs = lambda: "".join(w.log.read_text(errors="replace") for w in s.workers)  # noqa: E731
     wait_until(lambda: "deferring this delivery" in logs(), 30, "the duplicate deferred")
     assert s.job(job["id"])["attempts"] == 1
@@ -198,6 +198,59 @@ def test_kill9_whole_worker_then_restart(stack_factory, videos) -> None:
     assert_clean(s)
 
 
+def test_kill9_whole_worker_recovers_within_a_minute_with_defaults(stack_factory, videos) -> None:
+    """The same crash with the *default* time limits (soft 1800 s, hard 1900 s, visibility
+    2400 s) and heartbeat (5 s): the broker alone would hand the job back after 40 minutes.
+    The job's lease (30 s, renewed on every heartbeat) expires instead, a live worker puts it
+    back in the queue, and it runs again within 60 s of that worker being available: once,
+    with one more attempt, one result. The recovery time is printed for RELIABILITY.md."""
+    from hamnet_jobs.queue import publisher, send_job
+
+    s = stack_factory("kill-all-defaults", workers=1, HAMNET_SOFT_TIME_LIMIT="1800",
+                      HAMNET_TIME_LIMIT="1900", HAMNET_VISIBILITY_TIMEOUT="2400",
+                      HAMNET_HEARTBEAT_S="5")
+    hold = s.proxy.hold(STAGE_WRITE["features"])
+    job = s.submit(videos["short"].read_bytes())
+    hold.wait_hit(60)
+    old = {i["pid"] for i in s.worker_infos()}
+    s.workers[0].kill9()
+    hold.drop()
+    assert s.job(job["id"])["status"] == "running"
+    s.start_worker()
+    s.wait_workers(1, exclude_pids=old)
+    t_ready = time.monotonic()
+
+    def running_on_live_worker() -> int | None:
+        for i in s.worker_infos():  # the dead child's heartbeat may linger for 15 s
+            if i.get("busy_job") == job["id"] and i["pid"] not in old:
+                return int(i["pid"])
+        return None
+
+    new_pid = wait_until(running_on_live_worker, 75, "the job running on the new worker")
+    recovered = time.monotonic() - t_ready
+    print(f"\nwhole-worker kill -9: job running again on a live worker {recovered:.1f} s "
+          "after it became available (defaults: lease 30 s, heartbeat 5 s)")
+    assert new_pid not in old
+    assert recovered <= 60, recovered
+    final = s.wait_job(job["id"], 120)
+    assert final["status"] == "succeeded", (final, s.logs())
+    assert final["attempts"] == 2 and final["requeues"] == 1, final
+    assert counters(s)["succeeded"] == 1 and counters(s)["requeued"] == 1
+    assert s.r().get(f"hamnet:result:{job['id']}") is not None
+    # The dead worker's message is still unacknowledged in Redis (until the 2400 s visibility
+    # timeout). When the broker hands it back - here a copy, at once - it changes nothing.
+    record, result = s.r().get(f"hamnet:job:{job['id']}"), s.r().get(f"hamnet:result:{job['id']}")
+    assert s.r().hlen("unacked") == 1
+    send_job(publisher(s.redis.url), job["id"])
+    wait_until(lambda: s.r().llen("gpu") == 0 and s.r().hlen("unacked") == 1, 30,
+               "the late copy consumed")
+    time.sleep(1)
+    assert s.r().get(f"hamnet:job:{job['id']}") == record
+    assert s.r().get(f"hamnet:result:{job['id']}") == result
+    assert counters(s)["succeeded"] == 1
+    assert_clean(s)
+
+
 def test_reaper_leaves_redeliverable_jobs_alone(stack_factory) -> None:
     """The worker's reaper fails jobs stuck in ``running``. It must not touch one whose
     message is still waiting for redelivery (younger than the visibility timeout plus a
@@ -205,7 +258,8 @@ def test_reaper_leaves_redeliverable_jobs_alone(stack_factory) -> None:
     worker died (container restart, node loss) would otherwise be failed as
     ``time_limit_exceeded`` ~8 minutes before Redis hands it to the restarted worker. A job
     older than that is genuinely lost and must be failed."""
-    from hamnet_worker.jobs import JobStore, new_job_id
+    from hamnet_jobs.record import new_job_id
+    from hamnet_jobs.store import JobStore
 
     s = stack_factory("reaper", workers=0, gateway=False, HAMNET_SOFT_TIME_LIMIT="4",
                       HAMNET_TIME_LIMIT="5", HAMNET_VISIBILITY_TIMEOUT="120",

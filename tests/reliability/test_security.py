@@ -89,7 +89,7 @@ def test_key_isolation(keyed: Stack, videos) -> None:
 
 
 def test_ids_are_unguessable(keyed: Stack, videos) -> None:
-    from hamnet_worker.jobs import new_job_id
+    from hamnet_jobs.record import new_job_id
 
     ids = [new_job_id() for _ in range(2000)]
     assert len(set(ids)) == len(ids)
@@ -204,6 +204,11 @@ def test_filename_never_reaches_the_file_system(keyed: Stack, videos) -> None:
     "http://[fe80::1]/", "http://[fc00::1]/", "http://224.0.0.1/", "http://240.0.0.1/",
     "ftp://example.com/", "file:///etc/passwd", "javascript:alert(1)",
     "http://user:pw@example.com/", "//example.com/x", "http:///nohost", "http://" + "a" * 2100,
+    # IPv6 forms that embed a loopback/private IPv4 address (NAT64, 6to4, IPv4-compatible),
+    # Teredo, and a legacy octal IPv4 form
+    "http://[64:ff9b::a00:1]/", "http://[64:ff9b::7f00:1]:8080/", "http://[2002:7f00:1::1]/",
+    "http://[::127.0.0.1]/", "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/",
+    "http://0177.0.0.1/",
 ])
 def test_callback_url_refused(open_gw: Stack, videos, url: str) -> None:
     with open_gw.client() as c:

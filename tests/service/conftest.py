@@ -2,8 +2,9 @@
 bundle, one Celery worker and one gateway (uvicorn), all real processes on free ports.
 
 The bundle is the CI-sized ``hamnet.demo.build_bundle(size="mini")`` (trained on rendered
-videos), cached in pytest's cache directory keyed by the source of ``hamnet.demo``; set
-``HAMNET_TEST_BUNDLE`` to use an existing bundle instead.
+videos), cached in pytest's cache directory keyed by the source of the ``hamnet.demo`` package
+(and the modules it trains with); set ``HAMNET_TEST_BUNDLE`` to use an existing bundle
+instead.
 """
 
 from __future__ import annotations
@@ -47,8 +48,9 @@ def bundle_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
 
     # The mini bundle is trained (rendered videos -> motion features -> HAM-Net); the cache is
     # keyed on every module that shapes it, so a change to any of them rebuilds it.
-    pkg = Path(demo.__file__).parent
-    sources = [pkg / "demo.py", pkg / "video" / "motion.py", *sorted((pkg / "synth").glob("*.py")),
+    demo_pkg = Path(demo.__file__).parent  # hamnet/demo/, the generator hamnet/demo/synth/ too
+    pkg = demo_pkg.parent
+    sources = [*sorted(demo_pkg.rglob("*.py")), pkg / "video" / "motion.py",
                *sorted((pkg / "nn").glob("*.py")), pkg / "postprocess.py"]
     key = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:12]
     if getattr(request.config, "cache", None) is not None:  # absent with -p no:cacheprovider

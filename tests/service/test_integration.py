@@ -44,7 +44,7 @@ def gt_video(tmp_path_factory, bundle_dir) -> tuple[Path, dict]:
     """A video rendered like the bundle's training videos (its scene settings travel in the
     manifest), from a seed the bundle never saw."""
     from hamnet.bundle import load_bundle
-    from hamnet.synth import SceneConfig, make_plan, render_frames, write_mp4
+    from hamnet.demo.synth import SceneConfig, make_plan, render_frames, write_mp4
 
     scene = dict((load_bundle(bundle_dir).training or {}).get("scene") or {})
     known = set(SceneConfig.__dataclass_fields__)

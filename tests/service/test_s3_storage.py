@@ -13,6 +13,7 @@ from pathlib import Path
 import boto3
 import httpx
 import pytest
+from hamnet_jobs.storage import S3Storage, Storage, StorageUnavailable, make_storage
 from hamnet_procs import (
     Proc,
     RedisServer,
@@ -22,7 +23,6 @@ from hamnet_procs import (
     wait_for,
     wait_worker_ready,
 )
-from hamnet_worker.storage import S3Storage, Storage, StorageUnavailable, make_storage
 
 pytestmark = [pytest.mark.service]
 
@@ -160,7 +160,7 @@ def test_storage_settings(tmp_path: Path, monkeypatch) -> None:
 
 
 def test_local_storage_does_not_import_boto3(tmp_path: Path) -> None:
-    code = ("import sys; from hamnet_worker.storage import make_storage; "
+    code = ("import sys; from hamnet_jobs.storage import make_storage; "
             "from hamnet_service.settings import ServiceSettings; "
             "make_storage(ServiceSettings()).ensure(); "
             "assert 'boto3' not in sys.modules and 'botocore' not in sys.modules")

@@ -171,7 +171,7 @@ def browser():
 def action_video(gateway: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """A rendered ~12 s action video of the served model's classes (same generator the default
     model is trained on) and its ground truth."""
-    from hamnet.synth import ACTION_CLASSES, SceneConfig, make_plan, render_frames, write_mp4
+    from hamnet.demo.synth import ACTION_CLASSES, SceneConfig, make_plan, render_frames, write_mp4
 
     served = httpx.get(f"{gateway}/v1/models", timeout=30).json()["models"][0]["classes"]
     classes = tuple(c for c in served if c in ACTION_CLASSES) or ACTION_CLASSES

@@ -16,7 +16,7 @@ pytest.importorskip("cv2")
 from hamnet.bundle import load_bundle  # noqa: E402
 from hamnet.cli import main  # noqa: E402
 from hamnet.demo import build_bundle, demo_size  # noqa: E402
-from hamnet.synth import SceneConfig, render_dataset  # noqa: E402
+from hamnet.demo.synth import SceneConfig, render_dataset  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -79,9 +79,10 @@ def test_ensure_default_bundle_builds_once(tmp_path, monkeypatch):
     """Builds into $HAMNET_HOME/bundles/default when missing (removing a half-written one),
     and returns an existing bundle without rebuilding."""
     import hamnet.demo as demo
+    from hamnet.paths import default_bundle_dir
 
     monkeypatch.setenv("HAMNET_HOME", str(tmp_path / "home"))
-    assert demo.default_bundle_dir() == tmp_path / "home" / "bundles" / "default"
+    assert default_bundle_dir() == tmp_path / "home" / "bundles" / "default"
     calls = []
 
     def fake_build(out, **kw):
@@ -91,7 +92,7 @@ def test_ensure_default_bundle_builds_once(tmp_path, monkeypatch):
         calls.append((out, kw))
 
     monkeypatch.setattr(demo, "build_bundle", fake_build)
-    stale = demo.default_bundle_dir()
+    stale = default_bundle_dir()
     stale.mkdir(parents=True)
     (stale / "head.onnx").write_text("partial")
     assert demo.ensure_default_bundle() == stale

@@ -8,8 +8,8 @@ import pytest
 
 cv2 = pytest.importorskip("cv2")
 
+from hamnet.demo.synth import ACTION_CLASSES, SceneConfig, make_plan, render_frames  # noqa: E402
 from hamnet.errors import BundleError  # noqa: E402
-from hamnet.synth import ACTION_CLASSES, SceneConfig, make_plan, render_frames  # noqa: E402
 from hamnet.video.backbone import Backbone, BackboneSpec, load_backbone  # noqa: E402
 from hamnet.video.motion import _BLOCKS, FEATURE_DIM, MotionBackbone, default_spec  # noqa: E402
 

@@ -11,7 +11,7 @@ import pytest
 av = pytest.importorskip("av")
 pytest.importorskip("cv2")
 
-from hamnet.synth import (  # noqa: E402
+from hamnet.demo.synth import (  # noqa: E402
     ACTION_CLASSES,
     SceneConfig,
     actor_tracks,

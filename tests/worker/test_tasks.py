@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hamnet_jobs.record import new_job_id
 from hamnet_worker import runtime, settings
-from hamnet_worker.jobs import new_job_id
 
 
 @pytest.fixture()
@@ -44,7 +44,7 @@ def test_unloadable_bundle_fails_job_with_its_code(rt) -> None:  # noqa: ANN001
     job_id = _job(rt)
     assert _run(job_id) == "failed"
     job = rt.store.get(job_id)
-    assert job["status"] == "failed" and job["error"]["code"] == "invalid_bundle"
+    assert job.status == "failed" and job.error.code == "invalid_bundle"
     assert not rt.storage.upload_path(job_id).exists()
     assert rt.load_error
 
@@ -53,7 +53,7 @@ def test_cancelled_before_start_is_skipped_and_cleaned(rt) -> None:  # noqa: ANN
     job_id = _job(rt)
     rt.store.cancel(job_id)
     assert _run(job_id) == "skip"
-    assert rt.store.get(job_id)["status"] == "cancelled"
+    assert rt.store.get(job_id).status == "cancelled"
     assert not rt.storage.upload_path(job_id).exists()
 
 
@@ -63,7 +63,7 @@ def test_poison_delivery(rt) -> None:  # noqa: ANN001
         rt.store.begin(job_id, 2)
     assert _run(job_id) == "poison"
     job = rt.store.get(job_id)
-    assert job["error"]["code"] == "too_many_attempts"
+    assert job.error.code == "too_many_attempts"
     assert not rt.storage.upload_path(job_id).exists()
 
 

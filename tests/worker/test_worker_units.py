@@ -10,10 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
-from hamnet_worker.callbacks import CallbackURLError, check_callback_url
+from hamnet_jobs.storage import Storage
+from hamnet_jobs.urls import CallbackURLError, check_callback_url
 from hamnet_worker.celery_app import make_app
+from hamnet_worker.runtime import threads_per_child
 from hamnet_worker.settings import WorkerSettings
-from hamnet_worker.storage import Storage
 
 
 def test_time_limits_must_be_ordered() -> None:
@@ -90,11 +91,34 @@ def test_worker_package_imports_stay_light() -> None:
     """The gateway imports jobs/celery_app; nothing in the package may pull torch at import,
     and onnxruntime/PyAV only inside a task."""
     code = (
-        "import sys, hamnet_worker.jobs, hamnet_worker.celery_app, hamnet_worker.tasks, "
-        "hamnet_worker.runtime, hamnet_worker.cli, hamnet_worker.storage, "
-        "hamnet_worker.callbacks;"
+        "import sys, hamnet_jobs.store, hamnet_jobs.storage, hamnet_jobs.urls, "
+        "hamnet_jobs.queue, hamnet_worker.celery_app, hamnet_worker.tasks, "
+        "hamnet_worker.runtime, hamnet_worker.cli, hamnet_worker.callbacks;"
         "print(sorted(m for m in ('torch','onnxruntime','av','cv2') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_lease_must_outlive_missed_heartbeats() -> None:
+    WorkerSettings(heartbeat_s=5, lease_s=15)
+    with pytest.raises(ValueError, match="LEASE_S"):
+        WorkerSettings(heartbeat_s=5, lease_s=10)
+
+
+def test_threads_are_divided_among_children() -> None:
+    assert threads_per_child(1, cpus=8) == 8
+    assert threads_per_child(4, cpus=8) == 2
+    assert threads_per_child(16, cpus=8) == 1
+
+
+@pytest.mark.parametrize("pool", ["threads", "solo", "gevent"])
+def test_unsafe_pools_are_refused(pool: str, tmp_path: Path) -> None:
+    """One job per child process is what leases, heartbeats and hard time limits rely on."""
+    env = {**os.environ, "HAMNET_REDIS_URL": "redis://127.0.0.1:1/0",
+           "HAMNET_DATA_DIR": str(tmp_path)}
+    r = subprocess.run([sys.executable, "-m", "hamnet", "worker", "--pool", pool],
+                       capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 2, r.stderr
+    assert f"--pool {pool} is not supported" in r.stderr

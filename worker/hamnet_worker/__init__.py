@@ -1,8 +1,9 @@
 """Celery worker of the hamnet service: runs HAM-Net on uploaded videos.
 
-Only ``celery`` and ``redis`` are imported at module level anywhere in this package, so the
-gateway can import :mod:`hamnet_worker.jobs` (the job store) and
-:mod:`hamnet_worker.celery_app` (to send tasks) without pulling in ONNX Runtime or PyAV.
+It shares only the job contract (:mod:`hamnet_jobs`) with the gateway; the heavy imports
+(ONNX Runtime, PyAV, OpenCV) happen inside the task, in the worker child.
 """
 
-TASK_NAME = "hamnet.process_job"
+from hamnet_jobs import TASK_NAME
+
+__all__ = ["TASK_NAME"]

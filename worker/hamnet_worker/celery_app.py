@@ -19,9 +19,8 @@ from __future__ import annotations
 from functools import lru_cache
 
 from celery import Celery
+from hamnet_jobs import TASK_NAME
 from kombu import Queue
-
-from hamnet_worker import TASK_NAME
 
 
 def make_app(
@@ -92,8 +91,3 @@ def get_app() -> Celery:
     import hamnet_worker.tasks  # noqa: F401  (registers the task and the process signals)
 
     return app
-
-
-def send_job(app: Celery, job_id: str, queue: str = "gpu") -> None:
-    """Used by the gateway: enqueue by name, so it never imports the task module."""
-    app.send_task(TASK_NAME, args=[job_id], queue=queue, task_id=job_id)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,22 +23,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--concurrency", "-c", type=int, default=None,
                    help="child processes (default HAMNET_CONCURRENCY or 1: one model per child)")
     p.add_argument("--queues", "-Q", default=None, help="queue to consume (default: gpu)")
-    p.add_argument("--pool", default="prefork", choices=["prefork", "solo", "threads"])
+    p.add_argument(
+        "--pool", default="prefork",
+        help="only 'prefork' is supported: one job per child process is what the job leases, "
+        "the heartbeat bookkeeping and Celery's hard time limit rely on ('solo' runs no time "
+        "limit, 'threads' runs several jobs in one process)",
+    )
     p.add_argument("--loglevel", "-l", default="INFO")
     p.add_argument("--bundle", default=None, help="bundle directory (overrides HAMNET_BUNDLE)")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.pool != "prefork":
+        print(f"hamnet worker: --pool {args.pool} is not supported: use prefork (the default) "
+              "and --concurrency for several jobs at once", file=sys.stderr)
+        return 2
     if args.bundle:
         os.environ["HAMNET_BUNDLE"] = args.bundle
     if args.queues:
         os.environ["HAMNET_QUEUE"] = args.queues
     if args.concurrency:
         os.environ["HAMNET_CONCURRENCY"] = str(args.concurrency)
+    from hamnet_jobs.storage import make_storage
+
     from hamnet_worker.celery_app import get_app
     from hamnet_worker.settings import get_settings
-    from hamnet_worker.storage import make_storage
 
     s = get_settings()
     make_storage(s).ensure()
@@ -46,15 +57,11 @@ def _run(args: argparse.Namespace) -> int:
         "worker",
         f"--queues={s.queue}",
         f"--concurrency={s.concurrency}",
-        f"--pool={args.pool}",
+        "--pool=prefork",
         f"--loglevel={args.loglevel}",
         f"--hostname=hamnet-{os.getpid()}@%h",
         "--without-gossip",
         "--without-mingle",
     ]
-    if args.pool != "prefork":
-        # worker_process_init only fires in prefork children: load the model in this process
-        # once the worker is ready instead (see tasks._worker_ready).
-        os.environ["HAMNET_IN_PROCESS_POOL"] = "1"
     app.worker_main(argv)
     return 0

@@ -1,5 +1,6 @@
 """Per-process state of a worker child: the job store, the storage, the loaded model, and the
-heartbeat that tells the gateway this child is alive and which execution provider it uses.
+heartbeat thread that tells the gateway this child is alive, renews the lease of the job it
+runs, and puts back the jobs of workers that died.
 
 Everything here is created lazily inside the child (``worker_process_init`` or first use),
 never in the prefork parent: ONNX Runtime sessions and CUDA contexts do not survive ``fork``,
@@ -17,9 +18,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from hamnet_worker.jobs import JobStore, connect, utcnow
+from hamnet_jobs import keys
+from hamnet_jobs.queue import send_job
+from hamnet_jobs.record import utcnow
+from hamnet_jobs.storage import make_storage
+from hamnet_jobs.store import JobStore, connect
+from hamnet_jobs.telemetry import Telemetry
+
 from hamnet_worker.settings import WorkerSettings, get_settings
-from hamnet_worker.storage import make_storage
 
 log = logging.getLogger("hamnet.worker")
 
@@ -28,26 +34,56 @@ def resolve_bundle_path(configured: Path | None) -> Path:
     """``HAMNET_BUNDLE`` or the default bundle (built on first use by ``hamnet demo``)."""
     if configured is not None:
         return Path(configured)
-    from hamnet.demo import default_bundle_dir
+    from hamnet.paths import default_bundle_dir
 
     return Path(default_bundle_dir())
+
+
+def threads_per_child(concurrency: int, cpus: int | None = None) -> int:
+    """Cores divided among the children: N children each using every core would run
+    N x cores threads and thrash (and on a GPU worker the CPU stages would fight)."""
+    if cpus is None:
+        try:
+            cpus = len(os.sched_getaffinity(0))
+        except AttributeError:  # not Linux
+            cpus = os.cpu_count() or 1
+    return max(1, int(cpus) // max(1, int(concurrency)))
+
+
+def limit_threads(n: int) -> None:
+    """Cap the native thread pools of this process (OpenCV, OpenMP/BLAS) at ``n``; ONNX Runtime
+    sessions get ``n`` through :meth:`Runtime.bundle`."""
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(n)
+    try:
+        import cv2
+
+        cv2.setNumThreads(n)
+    except ImportError:  # pragma: no cover - cv2 is a dependency of the worker extra
+        pass
 
 
 class Runtime:
     def __init__(self, settings: WorkerSettings) -> None:
         self.settings = settings
-        self.store = JobStore(connect(settings.redis_url), ttl=settings.job_ttl_s)
+        client = connect(settings.redis_url)
+        self.store = JobStore(client, ttl=settings.job_ttl_s)
+        self.telemetry = Telemetry(client)
         self.storage = make_storage(settings).ensure()
         self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self.threads = threads_per_child(settings.concurrency)
         self._bundle: Any = None
         self._lock = threading.Lock()
         self.provider: str | None = None
         self.backbone_provider: str | None = None
         self.load_error: str | None = None
         self.busy_job: str | None = None
+        self.busy_lease: str | None = None
         self.started_at = utcnow()
         self._hb: threading.Thread | None = None
         self._stop = threading.Event()
+        self._publisher: Any = None
+        self._failing = False
 
     # ---- model -----------------------------------------------------------------------------
     def bundle(self) -> Any:
@@ -63,8 +99,8 @@ class Runtime:
                 t0 = time.perf_counter()
                 try:
                     bundle = pipeline.get_bundle(path)
-                    backbone = pipeline.get_backbone(bundle, providers)
-                    head = pipeline.get_head(bundle, providers)
+                    backbone = pipeline.get_backbone(bundle, providers, threads=self.threads)
+                    head = pipeline.get_head(bundle, providers, threads=self.threads)
                 except Exception as e:
                     self.load_error = f"{type(e).__name__}: {e}"
                     raise
@@ -73,8 +109,9 @@ class Runtime:
                 self.load_error = None
                 self._bundle = bundle
                 log.info(
-                    "loaded bundle %s in %.1f s (execution provider: head %s, backbone %s)",
-                    path, time.perf_counter() - t0, self.provider, self.backbone_provider,
+                    "loaded bundle %s in %.1f s (execution provider: head %s, backbone %s; "
+                    "%d threads)", path, time.perf_counter() - t0, self.provider,
+                    self.backbone_provider, self.threads,
                 )
                 if self.provider and "CUDA" not in self.provider:
                     log.warning("running on %s: the CUDA provider is not available",
@@ -91,6 +128,18 @@ class Runtime:
             "backbone_provider": self.backbone_provider,
         }
 
+    # ---- jobs ------------------------------------------------------------------------------
+    def publisher(self) -> Any:
+        if self._publisher is None:
+            from hamnet_worker.celery_app import get_app
+
+            self._publisher = get_app()
+        return self._publisher
+
+    def hold(self, job_id: str | None, lease: str | None = None) -> None:
+        """Say which job this process runs (heartbeat ``busy_job``) and its lease token."""
+        self.busy_job, self.busy_lease = job_id, lease
+
     # ---- heartbeat -------------------------------------------------------------------------
     def beat(self) -> None:
         s = self.settings
@@ -105,8 +154,26 @@ class Runtime:
             "provider": self.provider,
             "load_error": self.load_error,
             "busy_job": self.busy_job,
+            "threads": self.threads,
         }
-        self.store.heartbeat(self.name, info, ttl_s=3 * s.heartbeat_s)
+        self.telemetry.heartbeat(self.name, info, ttl_s=3 * s.heartbeat_s)
+
+    def maintain(self, reap: bool) -> None:
+        """One heartbeat's housekeeping: renew our lease, requeue the jobs of dead workers
+        (a new message each: the old one stays unacknowledged until the broker's visibility
+        timeout, and its late delivery is skipped), and now and then fail jobs past every time
+        limit."""
+        s = self.settings
+        job_id, lease = self.busy_job, self.busy_lease
+        if job_id and lease:
+            self.store.renew(job_id, lease, s.lease_s)
+        for requeued in self.store.requeue_expired(lease_s=s.lease_s):
+            log.warning("job %s: its worker stopped renewing the lease; queued again", requeued)
+            send_job(self.publisher(), requeued, s.queue)
+        if reap:
+            for failed in self.store.reap_stale(self.reap_after_s()):
+                log.warning("job %s failed: running past every time limit", failed)
+                self.storage.remove(failed)
 
     def start_heartbeat(self) -> None:
         if self._hb is not None:
@@ -117,30 +184,33 @@ class Runtime:
             while not self._stop.is_set():
                 try:
                     self.beat()
-                    if time.monotonic() - last_reap > 30:
+                    reap = time.monotonic() - last_reap > 30
+                    if reap:
                         last_reap = time.monotonic()
-                        for job_id in self.store.reap_stale(self.reap_after_s()):
-                            self.storage.remove(job_id)
-                except Exception as e:  # Redis restarting: keep beating when it is back
-                    log.debug("heartbeat failed: %s", e)
+                    self.maintain(reap)
+                    if self._failing:
+                        log.info("heartbeat and job maintenance work again")
+                    self._failing = False
+                except Exception:  # Redis restarting: keep beating when it is back
+                    if not self._failing:  # once per outage, with the traceback
+                        log.warning("heartbeat or job maintenance failed", exc_info=True)
+                    self._failing = True
                 self._stop.wait(self.settings.heartbeat_s)
 
         self._hb = threading.Thread(target=loop, name="hamnet-heartbeat", daemon=True)
         self._hb.start()
 
     def reap_after_s(self) -> float:
-        """A running job nobody has touched for this long is failed. Not merely the hard time
-        limit: a whole worker killed mid-job leaves its message unacknowledged, and Redis hands
-        it to another worker only after the visibility timeout (plus one restore scan), which
-        must win over the reaper. A child killed by the hard limit is failed at once by the
-        ``task_failure`` handler, so this is only the backstop."""
+        """A running job older than this has outlived every time limit (the hard limit kills
+        a child before, and the ``task_failure`` handler fails its job at once): the
+        backstop. A job whose worker died is not reaped but requeued (its lease expires)."""
         s = self.settings
         return s.visibility_timeout + s.restore_interval + 30
 
     def stop(self) -> None:
         self._stop.set()
         try:
-            self.store.r.delete(f"hamnet:worker:{self.name}")
+            self.store.r.delete(keys.worker(self.name))
         except Exception:
             pass
 

@@ -9,43 +9,9 @@ worker.
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
-from typing import Literal
 
+from hamnet_jobs.settings import SharedSettings
 from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
-
-class SharedSettings(BaseSettings):
-    """The settings the gateway and the workers must agree on (one Redis, one bundle, one
-    upload store, one queue). Both processes' settings classes extend this one, so a shared
-    variable is declared once and cannot drift between them."""
-
-    model_config = SettingsConfigDict(env_prefix="HAMNET_", extra="ignore")
-
-    redis_url: str = "redis://localhost:6379/0"
-    bundle: Path | None = Field(
-        default=None, description="Model bundle directory; the default bundle when unset."
-    )
-    data_dir: Path = Path(".hamnet/data")
-    storage: Literal["local", "s3"] = Field(
-        default="local", description="Upload store: local directory or S3-compatible bucket."
-    )
-    s3_bucket: str = ""
-    s3_endpoint_url: str | None = Field(
-        default=None, description="S3 API endpoint (MinIO, Ceph ...); unset: AWS."
-    )
-    s3_prefix: str = "uploads/"
-    s3_region: str | None = None
-    queue: str = "gpu"
-    job_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
-    callback_allow_private: bool = False
-
-    @model_validator(mode="after")
-    def _s3_bucket_set(self) -> SharedSettings:
-        if self.storage == "s3" and not self.s3_bucket:
-            raise ValueError("HAMNET_STORAGE=s3 needs HAMNET_S3_BUCKET")
-        return self
 
 
 class WorkerSettings(SharedSettings):
@@ -58,6 +24,10 @@ class WorkerSettings(SharedSettings):
     )
     max_attempts: int = Field(default=3, ge=1, description="Deliveries before a job is poison.")
     heartbeat_s: float = Field(default=5.0, gt=0)
+    lease_s: float = Field(
+        default=30.0, gt=0, description="A running job whose worker has not renewed its lease "
+        "for this long (the whole worker died) is queued again on a live worker.",
+    )
     max_tasks_per_child: int = Field(default=0, ge=0, description="0: unlimited.")
     providers: str = Field(
         default="", description="Comma-separated ONNX Runtime providers; empty: CUDA then CPU."
@@ -69,6 +39,13 @@ class WorkerSettings(SharedSettings):
         "REMAP_SIGTERM=SIGQUIT as in the worker image) wait this long for running jobs before "
         "requeueing them; 0: off. Container stop grace periods must exceed it.",
     )
+
+    @model_validator(mode="after")
+    def _lease_outlives_heartbeats(self) -> WorkerSettings:
+        if self.lease_s < 3 * self.heartbeat_s:
+            raise ValueError("need HAMNET_LEASE_S >= 3 x HAMNET_HEARTBEAT_S (a lease must "
+                             f"survive a missed heartbeat; got {self.lease_s}, {self.heartbeat_s})")
+        return self
 
     @model_validator(mode="after")
     def _limits_ordered(self) -> WorkerSettings:

@@ -49,8 +49,9 @@ def run(args: argparse.Namespace) -> int:
     import shutil
     from pathlib import Path
 
-    from hamnet.demo import build_bundle, default_bundle_dir
+    from hamnet.demo import build_bundle
     from hamnet.errors import HamnetError
+    from hamnet.paths import default_bundle_dir
 
     out = Path(args.out) if args.out else default_bundle_dir()
     occupied = any(out.iterdir()) if out.is_dir() else out.exists()

@@ -67,9 +67,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from hamnet.synth.actions import ACTION_CLASSES
-    from hamnet.synth.render import render_dataset
-    from hamnet.synth.scene import SceneConfig
+    from hamnet.demo.synth.actions import ACTION_CLASSES
+    from hamnet.demo.synth.render import render_dataset
+    from hamnet.demo.synth.scene import SceneConfig
 
     classes = ACTION_CLASSES
     if args.classes:

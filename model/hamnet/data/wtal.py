@@ -335,7 +335,7 @@ class WTALDataset:
                 return json.loads(p.read_text())
             except json.JSONDecodeError as e:
                 raise DataError(f"{p}: not valid JSON ({e})") from None
-        return build_gt(
+        return build_gt_from_annotations(
             self.videonames,
             self.subsets,
             self.segments,
@@ -396,7 +396,7 @@ class WTALVideo:
     labels_all: Sequence[str] | None = None  # video-level labels; default: labels, deduplicated
 
 
-def build_gt(
+def build_gt_from_annotations(
     videonames: Sequence[str],
     subsets: Sequence[str],
     segments: Sequence[Sequence[Sequence[float]]],
@@ -404,7 +404,8 @@ def build_gt(
     classlist: Sequence[str],
     train_subset: str,
 ) -> dict[str, Any]:
-    """gt.json in the official format: ``class-list`` + ``database`` with '%.2f' segments."""
+    """gt.json in the official format (``class-list`` + ``database`` with '%.2f' segments) from
+    per-video annotation arrays: the train subset becomes 'train', every other one 'test'."""
     database: dict[str, Any] = {}
     for name, sub, segs, labs in zip(videonames, subsets, segments, labels, strict=True):
         database[name] = {
@@ -485,7 +486,7 @@ def write_wtal(
     ]
     np.save(ann / "duration.npy", np.asarray(dur, dtype=np.float64).reshape(-1, 1))
     if write_gt:
-        gt = build_gt(
+        gt = build_gt_from_annotations(
             [v.name for v in videos],
             [v.subset for v in videos],
             segs,

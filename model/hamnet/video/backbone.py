@@ -276,6 +276,10 @@ def extract_features(
     batch_size: int = 8,
     max_seconds: float | None = None,
     stats: DecodeStats | None = None,
+    *,
+    max_duration_s: float | None = None,
+    max_dimension: int | None = None,
+    max_pixels: int | None = None,
 ) -> tuple[np.ndarray, VideoInfo, np.ndarray]:
     """Decode ``video_path`` and encode it snippet by snippet.
 
@@ -285,13 +289,24 @@ def extract_features(
     fraction)`` is called after every batch (fraction of the probed duration). Pass a
     :class:`~hamnet.video.decode.DecodeStats` as ``stats`` to learn whether the file was only
     partially decodable.
+
+    ``max_duration_s``/``max_dimension``/``max_pixels`` (untrusted input; ``None``:
+    unbounded) go to :func:`~hamnet.video.decode.probe` (rejects by header, measures a file
+    that declares no duration) and :func:`~hamnet.video.decode.iter_frames` (enforces them on
+    decoded time and pictures): :class:`~hamnet.errors.VideoTooLongError`,
+    :class:`~hamnet.errors.VideoTooLargeError`, :class:`~hamnet.errors.UnboundedDurationError`.
     """
     from hamnet.errors import VideoTooShortError
     from hamnet.video.decode import iter_frames, probe
     from hamnet.video.snippets import batched, iter_snippets
 
     spec = backbone.spec
-    info = probe(video_path)
+    limits = {
+        "max_duration_s": max_duration_s,
+        "max_dimension": max_dimension,
+        "max_pixels": max_pixels,
+    }
+    info = probe(video_path, **limits)
     frames = iter_frames(
         video_path,
         spec.fps,
@@ -299,6 +314,7 @@ def extract_features(
         crop=spec.crop,
         max_seconds=max_seconds,
         stats=stats,
+        **limits,
     )
     feats: list[np.ndarray] = []
     spans: list[tuple[float, float]] = []

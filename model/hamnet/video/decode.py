@@ -14,12 +14,28 @@ resampling drops (60 -> 25 fps) are never converted.
 Errors are domain exceptions (:mod:`hamnet.errors`) with the file name in the message: not a
 video, no video stream, corrupt/truncated (partial decodes warn with
 :class:`PartialDecodeWarning` and keep what was decoded; nothing decodable raises).
+
+Content limits (untrusted uploads): :func:`probe`, :func:`iter_frames` and
+:func:`measure_duration` take ``max_duration_s``/``max_dimension``/``max_pixels``.
+
+* Size is decided from the stream header, before a picture is decoded, and FFmpeg itself is told
+  to refuse pictures much larger than the limits (``AVCodecContext.max_pixels``), so a header
+  that claims 16000x16000 costs neither a 400 MB frame nor the decode FFmpeg does while opening.
+* Duration is enforced on *decoded* presentation time (relative to the first frame) while
+  decoding, never on what the container declares: a raw ``.h264`` elementary stream declares
+  nothing, and an MP4 can declare anything. Timestamp games (all frames at one instant) are
+  bounded too, by a frame count: at most ``_MAX_FRAME_RATE`` frames per allowed second.
+* :func:`measure_duration` bounds a file that declares no duration by demuxing its packets
+  without decoding (milliseconds for a minute of video), from packet timestamps or, when there
+  are none, packet durations / the frame rate; a file with neither cannot be bounded.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import re
+import threading
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,13 +44,31 @@ from pathlib import Path
 import av
 import numpy as np
 
-from hamnet.errors import CorruptVideoError, NotAVideoError, NoVideoStreamError, VideoError
+from hamnet.errors import (
+    CorruptVideoError,
+    NotAVideoError,
+    NoVideoStreamError,
+    UnboundedDurationError,
+    VideoError,
+    VideoTooLargeError,
+    VideoTooLongError,
+)
 
 log = logging.getLogger(__name__)
 
 _EPS = 1e-6  # seconds; timestamps are rationals converted to float
 _MAX_PROBE_PACKETS = 500  # packets read by probe() to find the first decodable frame
 _MAX_CONSECUTIVE_ERRORS = 100  # undecodable packets in a row before we give up on a file
+_LIMIT_TOLERANCE_S = 1e-3  # a video "exceeds" max_duration_s only by more than this
+# Frames per second of allowed duration before a stream counts as too long whatever its
+# timestamps say (the service rejects frame rates above 1000 as implausible, too).
+_MAX_FRAME_RATE = 1000.0
+# FFmpeg's own picture-size cap is a memory backstop with headroom over our exact check (FFmpeg
+# checks stride-aligned widths): pixels * 5/4 + this.
+_PIXEL_CAP_SLACK = 1 << 16
+# What FFmpeg logs when it refuses a picture size (libavutil/imgutils.c).
+_SIZE_COMPLAINT = re.compile(r"Picture size (\d+)x(\d+) (?:is invalid|exceeds)")
+_log_capture_lock = threading.Lock()
 
 # Magic numbers of common video containers: a file that starts like one of these but cannot be
 # opened is corrupt/truncated, not "not a video".
@@ -120,8 +154,11 @@ def _looks_like_container(path: Path) -> bool:
     return any(head[off : off + len(m)] == m for off, m in _CONTAINER_MAGIC)
 
 
-def _open(path: str | Path) -> av.container.InputContainer:
-    """Open a container, turning every failure into a precise :class:`VideoError`."""
+def _open(
+    path: str | Path, options: dict[str, str] | None = None
+) -> av.container.InputContainer:
+    """Open a container, turning every failure into a precise :class:`VideoError`.
+    ``options`` go to the demuxer and to the decoders FFmpeg opens while probing streams."""
     p = Path(path)
     if not p.exists():
         raise VideoError(f"{p}: file not found")
@@ -131,7 +168,7 @@ def _open(path: str | Path) -> av.container.InputContainer:
     if size == 0:
         raise NotAVideoError(f"{p}: empty file (0 bytes)")
     try:
-        return av.open(str(p), mode="r", timeout=30.0)
+        return av.open(str(p), mode="r", timeout=30.0, options=options)
     except av.error.FFmpegError as e:
         if _looks_like_container(p):
             raise CorruptVideoError(
@@ -145,7 +182,126 @@ def _open(path: str | Path) -> av.container.InputContainer:
         raise VideoError(f"{p}: cannot read file: {_reason(e)}") from None
 
 
-def _video_stream(container: av.container.InputContainer, path: str | Path) -> av.VideoStream:
+@dataclass(frozen=True)
+class _Limits:
+    """The caller's content limits (``None``: unbounded)."""
+
+    max_duration_s: float | None = None
+    max_dimension: int | None = None
+    max_pixels: int | None = None
+
+    @classmethod
+    def make(
+        cls,
+        max_duration_s: float | None,
+        max_dimension: int | None,
+        max_pixels: int | None,
+    ) -> _Limits | None:
+        for name, v in (("max_duration_s", max_duration_s), ("max_dimension", max_dimension),
+                        ("max_pixels", max_pixels)):
+            try:
+                ok = v is None or (not isinstance(v, bool) and 0 < float(v) < math.inf)
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise ValueError(f"{name} must be None or a finite number > 0, got {v!r}")
+        if max_duration_s is None and max_dimension is None and max_pixels is None:
+            return None
+        return cls(
+            None if max_duration_s is None else float(max_duration_s),
+            None if max_dimension is None else int(max_dimension),
+            None if max_pixels is None else int(max_pixels),
+        )
+
+    @property
+    def sized(self) -> bool:
+        return self.max_dimension is not None or self.max_pixels is not None
+
+    @property
+    def pixel_cap(self) -> int | None:
+        """FFmpeg's ``max_pixels`` (per picture): generous over ours, it is only a backstop."""
+        caps = [c for c in (self.max_pixels, self.max_dimension and self.max_dimension ** 2)
+                if c]
+        if not caps:
+            return None
+        return min(caps) + min(caps) // 4 + _PIXEL_CAP_SLACK
+
+    @property
+    def open_options(self) -> dict[str, str] | None:
+        cap = self.pixel_cap
+        return None if cap is None else {"max_pixels": str(cap)}
+
+    @property
+    def frame_budget(self) -> float:
+        """Most frames (decoded or demuxed) a video within ``max_duration_s`` may have."""
+        if self.max_duration_s is None:
+            return math.inf
+        return _MAX_FRAME_RATE * max(1.0, self.max_duration_s) + 16
+
+    def check_size(self, width: int, height: int, path: str | Path) -> None:
+        md, mp = self.max_dimension, self.max_pixels
+        if md is not None and (width > md or height > md):
+            raise VideoTooLargeError(
+                f"{path}: {width}x{height} pictures exceed the limit of {md} px on either side"
+            )
+        if mp is not None and width * height > mp:
+            raise VideoTooLargeError(
+                f"{path}: {width}x{height} pictures ({width * height} pixels) exceed the limit "
+                f"of {mp} pixels"
+            )
+
+    def check_decoded_time(self, t: float, path: str | Path) -> None:
+        if self.max_duration_s is not None and t > self.max_duration_s + _LIMIT_TOLERANCE_S:
+            raise VideoTooLongError(
+                f"{path}: longer than the limit of {self.max_duration_s:g} s (decoding reached "
+                f"{t:.2f} s)"
+            )
+
+    def check_count(self, n: int, what: str, path: str | Path) -> None:
+        if n > self.frame_budget:
+            raise VideoTooLongError(
+                f"{path}: over {n - 1} {what}, more than {self.max_duration_s:g} s of video "
+                f"can hold at {_MAX_FRAME_RATE:g} per second (whatever the timestamps say)"
+            )
+
+
+def _ffmpeg_size_complaint(path: str | Path, options: dict[str, str] | None) -> str | None:
+    """Re-open a file whose video stream came out 0x0 and return the picture size FFmpeg
+    refused (``"16384x16384"``), if that is why. FFmpeg drops such a header (a picture over
+    its own ``INT_MAX`` bound or our ``max_pixels``) and only says so in its log, so the log is
+    captured for this one call (PyAV keeps FFmpeg's log off by default: it is switched on for
+    the duration, under a lock). Only reached for files that are already unusable."""
+    import av.logging as avlog
+
+    with _log_capture_lock:
+        level, skip = avlog.get_level(), avlog.get_skip_repeated()
+        if level is None or level < avlog.ERROR:
+            avlog.set_level(avlog.ERROR)
+        avlog.set_skip_repeated(False)  # a repeat of the last message would not be captured
+        try:
+            with avlog.Capture(local=True) as logs:
+                try:
+                    av.open(str(path), mode="r", timeout=30.0, options=options).close()
+                except (av.error.FFmpegError, OSError, UnicodeDecodeError):
+                    pass
+        finally:
+            avlog.set_skip_repeated(skip)
+            avlog.set_level(level)
+    for _lvl, _name, message in logs:
+        m = _SIZE_COMPLAINT.search(message)
+        if m:
+            return f"{m[1]}x{m[2]}"
+    return None
+
+
+def _video_stream(
+    container: av.container.InputContainer,
+    path: str | Path,
+    limits: _Limits | None = None,
+    options: dict[str, str] | None = None,
+) -> av.VideoStream:
+    """The first video stream; with size limits, its header size is checked here, before any
+    picture is decoded (``options``: what the container was opened with)."""
     if not container.streams.video:
         kinds = sorted({s.type for s in container.streams}) or ["none"]
         raise NoVideoStreamError(
@@ -154,9 +310,21 @@ def _video_stream(container: av.container.InputContainer, path: str | Path) -> a
     stream = container.streams.video[0]
     cc = stream.codec_context
     if not cc.width or not cc.height:
+        if limits is not None and limits.sized:
+            size = _ffmpeg_size_complaint(path, options)
+            if size is not None:
+                raise VideoTooLargeError(
+                    f"{path}: the video stream header declares {size} pictures, which the "
+                    "decoder refuses to allocate"
+                )
         raise CorruptVideoError(
             f"{path}: video stream has zero size ({cc.width}x{cc.height})"
         )
+    if limits is not None:
+        limits.check_size(int(cc.width), int(cc.height), path)
+        cap = limits.pixel_cap
+        if cap is not None:  # the decoder is opened lazily, on the first packet
+            cc.options = dict(cc.options or {}) | {"max_pixels": str(cap)}
     return stream
 
 
@@ -209,12 +377,142 @@ def _first_frame(container: av.container.InputContainer, stream: av.VideoStream)
     return None
 
 
-def probe(path: str | Path) -> VideoInfo:
-    """Read the container header and decode the first frame (which is how we learn the
-    display rotation, and proves that at least something is decodable)."""
-    container = _open(path)
+class _DurationMeter:
+    """How long a stream is, from its packets alone (see :func:`measure_duration`).
+
+    Integer arithmetic in the stream's time base (1500 packets of 1/25 s are 60 s, not
+    59.99999999999); packets without a duration count ``1 / fps`` each.
+    """
+
+    def __init__(
+        self, time_base, fps: float, limits: _Limits, path: str | Path
+    ) -> None:
+        self.num, self.den = (
+            (time_base.numerator, time_base.denominator) if time_base else (0, 1)
+        )
+        self.fps, self.limits, self.path = fps, limits, path
+        self.count = 0  # packets
+        self.timed = 0  # packets with a timestamp
+        self.first = 0  # earliest timestamp (B-frames: not the first packet's), ticks
+        self.end = 0  # latest timestamp + that packet's duration, ticks
+        self.end_open = False  # the packet that ends last has no duration: add 1 / fps
+        self.ticks = 0  # sum of packet durations, ticks
+        self.nominal = 0  # packets without a duration
+
+    def _seconds(self, ticks: int) -> float:
+        return ticks * self.num / self.den
+
+    @property
+    def span(self) -> float:
+        ts = 0.0
+        if self.timed:
+            ts = self._seconds(self.end - self.first)
+            if self.end_open and self.fps > 0:
+                ts += 1.0 / self.fps
+            if self.timed == self.count:  # timestamps everywhere: they are the truth
+                return ts
+        nominal = self.nominal / self.fps if self.nominal else 0.0
+        return max(ts, self._seconds(self.ticks) + nominal)  # the frames must fit, too
+
+    def add(self, pts: int | None, dts: int | None, duration: int | None) -> None:
+        self.count += 1
+        dur = int(duration) if duration and duration > 0 and self.num else 0
+        if dur:
+            self.ticks += dur
+        elif self.fps > 0:
+            self.nominal += 1
+        ts = pts if pts is not None else dts
+        if ts is not None and self.num:
+            if not self.timed or ts < self.first:
+                self.first = ts
+            if not self.timed or ts + dur > self.end:
+                self.end, self.end_open = ts + dur, not dur
+            self.timed += 1
+        elif not dur and not self.fps > 0:
+            raise UnboundedDurationError(
+                f"{self.path}: the duration cannot be bounded: the container declares none "
+                "and the video packets have neither timestamps, durations nor a frame rate"
+            )
+        limit = self.limits.max_duration_s
+        if limit is not None:
+            span = self.span
+            if span > limit + _LIMIT_TOLERANCE_S:
+                raise VideoTooLongError(
+                    f"{self.path}: longer than the limit of {limit:g} s (its first "
+                    f"{self.count} packets already span {span:.2f} s)"
+                )
+            self.limits.check_count(self.count, "packets", self.path)
+
+
+def _measure(path: str | Path, max_duration_s: float | None) -> tuple[float, int]:
+    """``(span in seconds, number of video packets)``, see :func:`measure_duration`."""
+    limits = _Limits.make(max_duration_s, None, None) or _Limits()
+    # Only packets are needed: FFmpeg may not allocate a single picture while it probes the
+    # streams (which is also faster: it then decodes nothing at all).
+    container = _open(path, {"max_pixels": "1"})
     try:
-        stream = _video_stream(container, path)
+        if not container.streams.video:
+            kinds = sorted({s.type for s in container.streams}) or ["none"]
+            raise NoVideoStreamError(
+                f"{path}: no video stream (streams found: {', '.join(kinds)})"
+            )
+        stream = container.streams.video[0]
+        meter = _DurationMeter(stream.time_base, _stream_fps(stream), limits, path)
+        packets = container.demux(stream)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                break
+            except av.error.FFmpegError:  # damaged container: decoding stops here, too
+                break
+            if packet.size:  # the empty packet at the end is a flush marker, not a frame
+                meter.add(packet.pts, packet.dts, packet.duration)
+        return meter.span, meter.count
+    finally:
+        container.close()
+
+
+def measure_duration(path: str | Path, limit_s: float | None = None) -> float:
+    """Seconds from the first video frame to the end of the last, from the demuxed packets
+    alone (nothing is decoded): for files whose container declares no duration (raw
+    ``.h264``/``.hevc``/``.m2v`` elementary streams, some ``.ts``).
+
+    The span of the packet timestamps (earliest presentation time to the latest one plus its
+    duration), or, for packets without timestamps, the sum of their durations or ``1 / fps``
+    each, which is the time the decoder will assign them. Stops reading as soon as the span
+    exceeds ``limit_s`` (or the packets outnumber what ``limit_s`` can hold at
+    ``_MAX_FRAME_RATE``) and raises :class:`VideoTooLongError`; raises
+    :class:`UnboundedDurationError` when a packet has neither a timestamp, a duration nor a
+    frame rate to count it with.
+    """
+    return _measure(path, limit_s)[0]
+
+
+def probe(
+    path: str | Path,
+    *,
+    max_duration_s: float | None = None,
+    max_dimension: int | None = None,
+    max_pixels: int | None = None,
+) -> VideoInfo:
+    """Read the container header and decode the first frame (which is how we learn the
+    display rotation, and proves that at least something is decodable).
+
+    With limits (for untrusted files): the header's picture size is checked against
+    ``max_dimension`` (either side) and ``max_pixels`` before any picture is decoded
+    (:class:`VideoTooLargeError`), and FFmpeg refuses to allocate much larger ones. With
+    ``max_duration_s``, a declared duration above it raises :class:`VideoTooLongError`, and a
+    file that declares none is measured (:func:`measure_duration`): ``duration`` is then the
+    measured one and ``num_frames_est`` the number of packets. Without limits, the behaviour is
+    unchanged (``duration`` 0.0 when nothing is declared). The limits only make the answer
+    honest up front: :func:`iter_frames` enforces them again on what it decodes.
+    """
+    limits = _Limits.make(max_duration_s, max_dimension, max_pixels)
+    options = limits.open_options if limits is not None else None
+    container = _open(path, options)
+    try:
+        stream = _video_stream(container, path, limits, options)
         cc = stream.codec_context
         fps = _stream_fps(stream)
         duration = _declared_duration(container, stream)
@@ -222,6 +520,16 @@ def probe(path: str | Path) -> VideoInfo:
             num = int(stream.frames)
         else:
             num = int(round(duration * fps)) if fps else 0
+        if limits is not None and limits.max_duration_s is not None:
+            if duration > limits.max_duration_s + _LIMIT_TOLERANCE_S:
+                raise VideoTooLongError(
+                    f"{path}: {duration:.2f} s long (declared), over the limit of "
+                    f"{limits.max_duration_s:g} s"
+                )
+            if duration <= 0:
+                duration, packets = _measure(path, limits.max_duration_s)
+                if num <= 0:
+                    num = packets
         try:
             first = _first_frame(container, stream)
         except av.error.FFmpegError as e:
@@ -230,6 +538,8 @@ def probe(path: str | Path) -> VideoInfo:
             ) from None
         if first is None:
             raise CorruptVideoError(f"{path}: no decodable video frame")
+        if limits is not None:
+            limits.check_size(int(first.width), int(first.height), path)
         rotation = _frame_rotation(first) or _tag_rotation(stream)
         w, h = first.width or cc.width, first.height or cc.height
         if rotation in (90, 270):
@@ -318,6 +628,10 @@ def iter_frames(
     max_seconds: float | None = None,
     threads: int = 0,
     stats: DecodeStats | None = None,
+    *,
+    max_duration_s: float | None = None,
+    max_dimension: int | None = None,
+    max_pixels: int | None = None,
 ) -> Iterator[Frame]:
     """Yield frames resampled to ``fps``: frame k has ``t = k / fps`` and shows the latest
     decoded picture presented at or before ``t``; the last output time is the last one before
@@ -327,13 +641,24 @@ def iter_frames(
 
     Raises :class:`VideoError` subclasses for files that yield nothing; warns with
     :class:`PartialDecodeWarning` when decoding stops early or packets are skipped.
+
+    Limits (``None``: unbounded): :class:`VideoTooLongError` as soon as a decoded frame's
+    presentation time (from the first frame) or the end of the last one exceeds
+    ``max_duration_s``, whatever the container declares, or more frames are decoded than
+    ``max_duration_s`` can hold; :class:`VideoTooLargeError` when the stream header, or any
+    decoded picture (a mid-stream size change), is wider or higher than ``max_dimension`` or
+    has more than ``max_pixels`` pixels, checked before a picture is converted (and the
+    header before anything is decoded). Frames already yielded stay valid; the error ends the
+    iteration. ``max_seconds`` (analyse only the start) is not a limit: decoding stops there.
     """
     if not fps > 0:
         raise ValueError(f"fps must be > 0, got {fps}")
+    limits = _Limits.make(max_duration_s, max_dimension, max_pixels)
     st = stats if stats is not None else DecodeStats()
-    container = _open(path)
+    options = limits.open_options if limits is not None else None
+    container = _open(path, options)
     try:
-        stream = _video_stream(container, path)
+        stream = _video_stream(container, path, limits, options)
         stream.thread_type = "AUTO"
         stream.codec_context.thread_count = threads
         declared = _declared_duration(container, stream)
@@ -389,6 +714,9 @@ def iter_frames(
                 continue
             for frame in decoded:
                 st.decoded += 1
+                if limits is not None:
+                    limits.check_size(int(frame.width), int(frame.height), path)
+                    limits.check_count(st.decoded, "frames", path)
                 if frame.time is not None:
                     ft = float(frame.time)
                 else:  # no timestamp: assume the nominal frame interval
@@ -408,6 +736,8 @@ def iter_frames(
                     )
                     stopped_early = True
                     break
+                if limits is not None:
+                    limits.check_decoded_time(t, path)
                 if pending is not None:
                     if t > pending_t + _EPS:
                         last_dt = t - pending_t
@@ -424,6 +754,8 @@ def iter_frames(
         if dur and pending.time_base is not None and dur > 0:
             last_dt = float(dur * pending.time_base)
         st.end_time = min(pending_t + last_dt, hard_end)
+        if limits is not None:
+            limits.check_decoded_time(st.end_time, path)
         yield from emit_until(st.end_time)
         short = declared > 0 and st.end_time < declared - max(0.5, 2.0 / src_fps)
         if max_seconds is None and (stopped_early or st.bad_packets or short):
@@ -460,6 +792,7 @@ __all__ = [
     "VideoInfo",
     "center_crop",
     "iter_frames",
+    "measure_duration",
     "output_size",
     "probe",
     "is_video_file",

@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from hamnet.demo.synth.scene import SceneConfig, VideoPlan, plan_video, render_frames
 from hamnet.errors import HamnetError
-from hamnet.synth.scene import SceneConfig, VideoPlan, plan_video, render_frames
 
 GT_VERSION = "hamnet-synth/1"
 

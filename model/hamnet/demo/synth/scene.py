@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hamnet.synth.actions import (
+from hamnet.demo.synth.actions import (
     ACTION_CLASSES,
     WOBBLE_FRAC,
     WOBBLE_HZ,

@@ -1,0 +1,1 @@
+"""Use cases of the gateway, one function each; routes only translate HTTP to these calls."""
