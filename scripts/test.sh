@@ -9,5 +9,7 @@ scripts/bootstrap.sh train,worker,service,dev
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
 echo "[test] ruff"
 ruff check .
+echo "[test] import-linter (layers: pyproject.toml [tool.importlinter])"
+lint-imports --no-cache
 echo "[test] pytest"
 python -m pytest -q "$@"

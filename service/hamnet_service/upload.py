@@ -44,6 +44,12 @@ def safe_filename(name: str) -> str:
     return name[:200] or "video"
 
 
+def _display_name(name: str) -> str:
+    """A client-supplied field name, safe to echo in a message: printable, at most 64 chars."""
+    name = "".join(ch for ch in name if ch.isprintable() and ch != "`")
+    return name[:64] + ("..." if len(name) > 64 else "")
+
+
 class _Receiver:
     """python-multipart callbacks writing the file part to disk and keeping small fields."""
 
@@ -93,6 +99,14 @@ class _Receiver:
         if disp != b"form-data" or name is None:
             raise ApiError(400, "malformed_multipart", "a part lacks Content-Disposition name")
         self._name = name.decode("utf-8", "replace")
+        if self._name != FILE_FIELD and b"filename" in opts:
+            # A file under another name (``-F video=@clip.mp4``): say so now, before its data
+            # is buffered as a text field (which a real video overflows: field_too_large).
+            raise ApiError(
+                422, "missing_file",
+                f"the video must be sent in the `{FILE_FIELD}` form field "
+                f"(got it in `{_display_name(self._name)}`)",
+            )
         if self._name == FILE_FIELD:
             self.files += 1
             if self.files > 1:

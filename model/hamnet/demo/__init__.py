@@ -44,9 +44,6 @@ from hamnet.demo.presets import (
 )
 from hamnet.demo.progress import Stages
 
-# Kept importable from here for callers not yet switched to :mod:`hamnet.paths`.
-from hamnet.paths import default_bundle_dir, hamnet_home
-
 __all__ = [
     "ABLATION_SWITCHES",
     "BASE_LOSS_ONLY",
@@ -60,12 +57,10 @@ __all__ = [
     "DemoSize",
     "Stages",
     "build_bundle",
-    "default_bundle_dir",
     "demo_size",
     "ensure_default_bundle",
     "experiment_config",
     "extract_dataset",
-    "hamnet_home",
     "head_predictions",
     "map_table",
     "plot_videos",
