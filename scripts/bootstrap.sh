@@ -26,7 +26,7 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 # shellcheck disable=SC1091
 . .venv/bin/activate
-stamp=".venv/.hamnet-installed-$(cat pyproject.toml | sha1sum | cut -c1-12)-${EXTRAS//,/_}"
+stamp=".venv/.hamnet-installed-$(cat pyproject.toml scripts/constraints.txt | sha1sum | cut -c1-12)-${EXTRAS//,/_}"
 if [[ ! -f "$stamp" ]]; then
   echo "[bootstrap] installing hamnet[$EXTRAS] into .venv"
   python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
@@ -34,6 +34,9 @@ if [[ ! -f "$stamp" ]]; then
     # The CPU wheel of torch 2.13.0 lies on disk; an unpinned torch would pull a CUDA build.
     python -m pip install -q torch==2.13.0 2>&1 | grep -v "^WARNING: Location" || true
   fi
-  python -m pip install -q -e ".[$EXTRAS]" 2>&1 | grep -v "^WARNING: Location" || true
+  # Exact versions (scripts/constraints.txt): what the registry serves next month must not
+  # change what the tests run against.
+  python -m pip install -q -c scripts/constraints.txt -e ".[$EXTRAS]" 2>&1 \
+    | grep -v "^WARNING: Location" || true
   python -c "import hamnet" && touch "$stamp"
 fi

@@ -31,3 +31,16 @@ def _no_leaked_torch_state():
     if torch is not None and not torch.is_grad_enabled():
         torch.set_grad_enabled(True)
         pytest.fail("test left torch.set_grad_enabled(False) behind", pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory):
+    """A real redis-server of the module's own (job-contract and worker tests)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent / "service"))
+    from hamnet_procs import RedisServer
+
+    srv = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield srv.url
+    srv.stop()

@@ -27,6 +27,11 @@ HTTP_LATENCY = Histogram(
 
 
 class JobCollector:
+    def describe(self):  # noqa: ANN201 (prometheus_client protocol)
+        """Nothing to describe up front: without this, registering would call ``collect()``
+        and query Redis at import time."""
+        return []
+
     def collect(self):  # noqa: ANN201 (prometheus_client protocol)
         from hamnet_jobs.telemetry import STAGE_BUCKETS
 

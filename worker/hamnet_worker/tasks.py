@@ -288,8 +288,9 @@ def deliver_callback(self: Any, job_id: str, attempt: int = 1) -> str:
     secret = signing_secret(master_key(store.r, s.callback_secret), job.owner)
     payload = public_view(job)
     payload.pop("callback", None)
+    # One delivery id for all attempts, so a receiver can drop duplicates of a retry.
     outcome = deliver_once(job.callback_url, payload, secret=secret,
-                           allow_private=s.callback_allow_private)
+                           allow_private=s.callback_allow_private, delivery_id=f"job-{job_id}")
     retry = not outcome.ok and outcome.retryable and attempt < MAX_ATTEMPTS
     delivery = {
         "status": "delivered" if outcome.ok else ("pending" if retry else "failed"),
@@ -302,7 +303,7 @@ def deliver_callback(self: Any, job_id: str, attempt: int = 1) -> str:
     store.set_callback(job_id, delivery)
     if retry:
         deliver_callback.apply_async(args=[job_id, attempt + 1], queue=s.queue,
-                                     countdown=backoff_s(attempt))
+                                     countdown=backoff_s(attempt + 1))
     elif not outcome.ok:
         log.warning("job %s: callback failed after %d attempt(s): %s", job_id, attempt,
                     outcome.error)
