@@ -60,8 +60,12 @@ def ffmpeg(*args: str) -> None:
     subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-y", *args], check=True, timeout=600)
 
 
-def tree_rss(pid: int) -> int:
-    """RSS of a process and its children (bytes)."""
+PROBE_CHILD = "hamnet_service._probe_child"
+
+
+def tree_rss(pid: int, exclude: str | None = None) -> int:
+    """RSS of a process and its children (bytes), leaving out children whose command line
+    contains ``exclude``."""
     try:
         p = psutil.Process(pid)
         procs = [p, *p.children(recursive=True)]
@@ -70,7 +74,25 @@ def tree_rss(pid: int) -> int:
     total = 0
     for q in procs:
         try:
+            if exclude and q.pid != pid and exclude in " ".join(q.cmdline()):
+                continue
             total += q.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def probe_rss(pid: int) -> int:
+    """RSS of the gateway's upload-probe children (short-lived, capped by RLIMIT_AS)."""
+    try:
+        kids = psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for q in kids:
+        try:
+            if PROBE_CHILD in " ".join(q.cmdline()):
+                total += q.memory_info().rss
         except psutil.NoSuchProcess:
             pass
     return total
@@ -217,15 +239,19 @@ def run_big_upload(stack: Stack, total: int, max_seconds: float) -> dict:
             sent["n"] += n
         yield tail
 
+    # The gateway's memory while it streams; the probe child that reads the finished upload
+    # is a separate, bounded process (RLIMIT_AS) and is reported on its own.
     pid = stack.gateway.pid
-    base = tree_rss(pid)
+    base = tree_rss(pid, exclude=PROBE_CHILD)
     t0 = time.monotonic()
-    with Sampler(lambda: tree_rss(pid), 0.25) as s:
+    with Sampler(lambda: tree_rss(pid, exclude=PROBE_CHILD), 0.25) as s, \
+            Sampler(lambda: probe_rss(pid), 0.05) as probe:
         with httpx.Client(timeout=httpx.Timeout(max_seconds + 60)) as c:
             r = c.post(f"{stack.url}/v1/jobs", content=body(), headers={
                 "Content-Type": f"multipart/form-data; boundary={boundary}"})
     elapsed = time.monotonic() - t0
     rss = [v for _, v in s.samples]
+    probe_peak = max([v for _, v in probe.samples] or [0])
     return {
         "bytes_sent": sent["n"], "seconds": round(elapsed, 1),
         "mb_per_s": round(sent["n"] / elapsed / 1e6, 1),
@@ -235,6 +261,7 @@ def run_big_upload(stack: Stack, total: int, max_seconds: float) -> dict:
         "gateway_rss_max_mb": round(max(rss) / 2**20, 1),
         "gateway_rss_growth_mb": round((max(rss) - base) / 2**20, 1),
         "samples": len(rss),
+        "probe_child_rss_max_mb": round(probe_peak / 2**20, 1),
         "partials_left": len(list((stack.data_dir / "incoming").glob("*.part"))),
     }
 

@@ -242,9 +242,9 @@ def _predict(bundle: Any, video: Any, progress: Progress, params: dict[str, Any]
 
     if not video.exists():
         raise FileNotFoundError(video)
-    options = {k: params[k] for k in ("min_score", "include", "exclude") if params.get(k)}
-    if params.get("min_score") == 0:
-        options["min_score"] = 0.0
+    # min_score filters on the calibrated confidence, min_raw_score on HAM-Net's OIC score
+    options = {k: params[k] for k in ("min_score", "min_raw_score", "include", "exclude")
+               if params.get(k) is not None}
     progress("decode", 0.0)
     # The limits are enforced on decoded time and decoded frame size, not on what the
     # container claims (the gateway's probe already checked the claims).
