@@ -18,6 +18,7 @@ ORDER = [
     ("video", "Video pipeline: decode, flow, motion backbone, memory"),
     ("i3d", "I3D two-stream backbone"),
     ("demo", "Default bundle (`hamnet demo`)"),
+    ("trust", "Trust: out-of-domain flag, calibrated confidence, clean segments"),
     ("service", "Service: end-to-end latency and status polling"),
     ("load", "Load (see also RELIABILITY.md)"),
 ]

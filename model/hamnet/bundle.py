@@ -11,7 +11,14 @@ Manifest (``format: hamnet-bundle/1``)::
 
     {"format", "name", "version", "created", "classes": [...],
      "backbone": {BackboneSpec}, "files": {"head": {"path", "sha256"}, "rgb": {...}, ...},
-     "postprocess": {PostprocessConfig}, "training": {...}}
+     "postprocess": {PostprocessConfig}, "training": {...},
+     "card": {model card} (optional), "calibration": {raw score -> confidence} (optional),
+     "domain": {training-feature statistics + threshold} (optional)}
+
+The three optional keys make answers trustworthy (:mod:`hamnet.card`,
+:mod:`hamnet.calibration`, :mod:`hamnet.domain`): what the model is for, a confidence that
+means what it says, and whether a video looks like the training data. Bundles written before
+them stay loadable (the attributes are then None and results say so with nulls).
 
 numpy-only on purpose (the gateway lists models without ONNX Runtime): no av/cv2/onnxruntime
 import here. If the ``onnx`` package happens to be installed, the head's declared input and
@@ -31,7 +38,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from hamnet import calibration as calibration_mod
+from hamnet import card as card_mod
+from hamnet import domain as domain_mod
+from hamnet.calibration import Calibration
 from hamnet.config import PostprocessConfig, to_dict, update
+from hamnet.domain import DomainModel
 from hamnet.errors import BundleError, ConfigError
 from hamnet.video.backbone import BackboneSpec, known_backbones
 
@@ -44,7 +56,9 @@ _REQUIRED = ("format", "name", "version", "classes", "backbone", "files", "postp
 @dataclass(frozen=True)
 class Bundle:
     """A validated bundle. ``files`` maps roles (``head``, ``rgb``, ``flow``) to absolute
-    paths; ``root`` is the directory the backbone's ``files`` are relative to."""
+    paths; ``root`` is the directory the backbone's ``files`` are relative to. ``card`` is
+    the manifest's model card (dict), ``calibration``/``domain`` the parsed maps; each is
+    None for a bundle without it."""
 
     root: Path
     name: str
@@ -57,6 +71,9 @@ class Bundle:
     training: dict[str, Any] = field(default_factory=dict)
     manifest: dict[str, Any] = field(default_factory=dict)
     checksum: str = ""
+    card: dict[str, Any] | None = None
+    calibration: Calibration | None = field(default=None, compare=False)
+    domain: DomainModel | None = field(default=None, compare=False)
 
     @property
     def head_path(self) -> Path:
@@ -296,6 +313,7 @@ def load_bundle(
     training = data.get("training") or {}
     if not isinstance(training, dict):
         raise BundleError(f"{where}: 'training' must be an object")
+    card, cal, dom = _trust_parts(where, data, classes, spec)
     return Bundle(
         root=root,
         name=str(data["name"]),
@@ -308,7 +326,35 @@ def load_bundle(
         training=training,
         manifest=data,
         checksum=bundle_checksum(data),
+        card=card,
+        calibration=cal,
+        domain=dom,
     )
+
+
+def _trust_parts(
+    where: Path, data: Mapping[str, Any], classes: Sequence[str], spec: BackboneSpec
+) -> tuple[dict[str, Any] | None, Calibration | None, DomainModel | None]:
+    """Validate the optional ``card``, ``calibration`` and ``domain`` keys."""
+    card = cal = dom = None
+    try:
+        if data.get("card") is not None:
+            card = card_mod.from_dict(data["card"]).to_dict()
+            card_mod.check_classes(card, classes)
+        if data.get("calibration") is not None:
+            cal = calibration_mod.from_dict(data["calibration"])
+        if data.get("domain") is not None:
+            dom = domain_mod.from_dict(data["domain"])
+            if dom.dim != spec.feature_dim:
+                raise BundleError(
+                    f"domain: statistics of {dom.dim}-d features for a backbone producing "
+                    f"{spec.feature_dim}-d"
+                )
+            if dom.threshold is None:
+                raise BundleError("domain: no threshold")
+    except BundleError as e:
+        raise BundleError(f"{where}: {e}") from None
+    return card, cal, dom
 
 
 # ----------------------------------------------------------------------------- writing
@@ -325,11 +371,16 @@ def write_bundle(
     version: str = "0",
     training: Mapping[str, Any] | None = None,
     archive: bool = False,
+    card: card_mod.ModelCard | Mapping[str, Any] | None = None,
+    calibration: Calibration | Mapping[str, Any] | None = None,
+    domain: DomainModel | Mapping[str, Any] | None = None,
 ) -> Path:
     """Assemble a bundle in ``out_dir`` (created; must be empty or absent) and validate it by
     loading it back. ``backbone_files`` maps the spec's roles to source paths (default: the
     spec's file names are taken as paths). Returns the directory, or ``out_dir.tar.gz`` when
-    ``archive`` is true. Post-processing timing is forced to the backbone's fps/snippet."""
+    ``archive`` is true. Post-processing timing is forced to the backbone's fps/snippet.
+    ``card``, ``calibration`` and ``domain`` (objects or their dicts) go into the manifest
+    when given."""
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise BundleError(f"{out}: output exists and is not an empty directory")
@@ -378,6 +429,9 @@ def write_bundle(
         "postprocess": to_dict(post),
         "training": dict(training or {}),
     }
+    for key, value in (("card", card), ("calibration", calibration), ("domain", domain)):
+        if value is not None:
+            manifest[key] = value.to_dict() if hasattr(value, "to_dict") else dict(value)
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     load_bundle(out)  # refuse to hand out a bundle we could not load
     if not archive:

@@ -8,6 +8,13 @@ the same bundle, so backbones and heads are built lazily once per bundle checksu
 Times in the result are seconds from the first video frame. ``segments`` are clipped to the
 decoded video length, because the last snippet of a video shorter than one snippet is padded
 (see :mod:`hamnet.video.snippets`) and a segment must not end after the video does.
+
+What makes an answer trustworthy travels with it (see :mod:`hamnet.card`,
+:mod:`hamnet.calibration`, :mod:`hamnet.domain`): each segment carries the raw OIC ``score``
+and a calibrated ``confidence`` (null when the bundle has no calibration, or one fitted for
+another post-processing profile than the one used), the result carries ``domain`` (is the
+video like the training data? null when the bundle has no statistics) and ``model.card``
+(the compact model card, null for bundles without one).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from hamnet.bundle import Bundle, load_bundle
+from hamnet.card import compact
 from hamnet.errors import ConfigError, VideoError
 
 Progress = Callable[[str, float], None]
@@ -96,6 +104,42 @@ def _filter_labels(
     ]
 
 
+def serve_segments(
+    raw: list[dict[str, Any]],
+    duration: float,
+    cal: Any,
+    cfg: Any,
+    min_score: float | None,
+    min_raw_score: float | None,
+) -> list[dict[str, Any]]:
+    """What is served from post-processed ``raw`` segments: clipped to the video, with
+    ``confidence`` (``cal`` applied to the raw score; None without ``cal``), filtered by
+    ``min_score``/``min_raw_score`` (see :func:`predict_video`), and cleaned again: clipping
+    can make two segments that ran past the end overlap more than before, so the clean step
+    is re-applied unless the profile is ``official``. Public so that benchmarks that reuse
+    one feature extraction serve exactly what :func:`predict_video` serves."""
+    from hamnet.postprocess import dedupe_mask
+
+    conf = cal([s["score"] for s in raw]) if (cal is not None and raw) else None
+    segments = []
+    for i, seg in enumerate(raw):
+        c = None if conf is None else round(float(conf[i]), 4)
+        if min_raw_score is not None and seg["score"] < min_raw_score:
+            continue
+        if min_score is not None and (seg["score"] if c is None else c) < min_score:
+            continue
+        start = float(min(max(seg["start"], 0.0), duration))
+        end = float(min(max(seg["end"], 0.0), duration))
+        if end <= start:
+            continue
+        segments.append(seg | {"start": start, "end": end, "confidence": c})
+    if segments and cfg.profile != "official":
+        keep = dedupe_mask([s["label_id"] for s in segments], [s["score"] for s in segments],
+                           [s["start"] for s in segments], [s["end"] for s in segments])
+        segments = [s for s, k in zip(segments, keep.tolist(), strict=True) if k]
+    return segments
+
+
 def predict_video(
     bundle: Bundle | str | Path,
     video_path: str | Path,
@@ -109,14 +153,18 @@ def predict_video(
     max_duration_s: float | None = None,
     max_dimension: int | None = None,
     max_pixels: int | None = None,
+    min_raw_score: float | None = None,
 ) -> dict[str, Any]:
     """Localize the bundle's actions in ``video_path``.
 
     ``progress(stage, fraction)`` is called with stages ``probe``, ``extract`` (0..1 over the
-    video), ``localize``, ``postprocess`` and ``done``. ``min_score`` drops segments scoring
-    below it; ``include``/``exclude`` keep/drop labels (unknown labels are a
-    :class:`ConfigError`); ``profile`` overrides the bundle's post-processing profile
-    (``official``/``fixed``/``custom``). ``max_seconds`` analyses only the start of the video.
+    video), ``localize``, ``postprocess`` and ``done``. ``min_score`` drops segments whose
+    calibrated ``confidence`` is below it; when the result has no confidence (a bundle
+    without calibration, or ``profile`` other than the one it was calibrated for) it falls
+    back to the raw ``score``. ``min_raw_score`` always filters on the raw score.
+    ``include``/``exclude`` keep/drop labels (unknown labels are a :class:`ConfigError`);
+    ``profile`` overrides the bundle's post-processing profile (``official``/``fixed``/
+    ``custom``). ``max_seconds`` analyses only the start of the video.
 
     ``max_duration_s``, ``max_dimension`` and ``max_pixels`` bound untrusted input (``None``:
     unbounded): a video longer (in decoded time, whatever its container declares), wider/higher
@@ -161,7 +209,10 @@ def predict_video(
     t3 = time.perf_counter()
     report("postprocess", 0.0)
     cfg = b.postprocess if profile is None else replace(b.postprocess, profile=profile)
-    out = predict_from_outputs(elem, atn, list(b.classes), cfg)
+    # the served result is cleaned in every profile but official (which must stay exact)
+    out = predict_from_outputs(elem, atn, list(b.classes), cfg, clean=cfg.profile != "official")
+    cal = b.calibration if b.calibration and b.calibration.profile == cfg.profile else None
+    domain = b.domain.check(feats) if b.domain is not None else None
     timings["postprocess_s"] = time.perf_counter() - t3
 
     # Video length: what was decoded (a truncated file's header overstates it), else what
@@ -169,15 +220,7 @@ def predict_video(
     duration = stats.end_time or info.duration or float(spans[-1, 1])
     if max_seconds is not None:
         duration = min(duration, max_seconds)
-    segments = []
-    for seg in out["segments"]:
-        if min_score is not None and seg["score"] < min_score:
-            continue
-        start = float(min(max(seg["start"], 0.0), duration))
-        end = float(min(max(seg["end"], 0.0), duration))
-        if end <= start:
-            continue
-        segments.append(seg | {"start": start, "end": end})
+    segments = serve_segments(out["segments"], duration, cal, cfg, min_score, min_raw_score)
     segments = _filter_labels(segments, include, exclude, b.classes)
     classes = _filter_labels(out["classes"], include, exclude, b.classes)
     attention = np.asarray(atn, dtype=np.float64).reshape(-1)
@@ -202,7 +245,9 @@ def predict_video(
             "provider": backbone.provider,
             "head_provider": head.provider,
             "profile": out.get("profile", cfg.profile),
+            "card": compact(b.card),
         },
+        "domain": domain,
         "segments": segments,
         "classes": classes,
         "video_scores": out.get("video_scores", []),

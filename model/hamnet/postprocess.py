@@ -15,6 +15,14 @@ Profiles (``cfg.profile``):
   :data:`FIXED_NMS_SCORE_FLOOR` / :data:`FIXED_MAX_PROPOSALS` when left unset.
 * ``custom``: the flags are used exactly as written.
 
+The ``fixed`` profile ends with a clean step (:func:`dedupe`): of two segments of the same
+class that overlap with tIoU >= :data:`DEDUPE_TIOU` only the higher-scoring one is kept.
+Gaussian soft-NMS only *decays* a near-duplicate, so without this step a result lists the same
+action two or three times with slightly shifted boundaries, which a person reads as two or
+three actions; its effect on held-out mAP is measured in BENCHMARKS.md (``bench/trust.py``).
+``custom`` applies only what its flags say (pass ``clean=True`` to add the step); the served
+result of :func:`hamnet.pipeline.predict_video` is cleaned in every profile but ``official``.
+
 Numerics follow the official run under numpy 2: attention is compared with ``float32(theta)``,
 OIC scores are float32 (``inner - outer + gamma * p``), segments are ``index * t_factor`` in
 float64, soft-NMS works in float64 on the float32 scores. Means are taken from float64 prefix
@@ -37,6 +45,7 @@ from hamnet.errors import ConfigError, DataError
 PROFILES = ("official", "fixed", "custom")
 FIXED_NMS_SCORE_FLOOR = 1e-3  # soft-NMS score below which a proposal is dropped (fixed profile)
 FIXED_MAX_PROPOSALS = 100  # proposals kept per class and video (fixed profile)
+DEDUPE_TIOU = 0.7  # clean step: of two same-class segments this similar, the lower one goes
 
 # (class_id, score, start_seconds, end_seconds), as the official code emits them.
 Proposal = tuple[int, float, float, float]
@@ -53,6 +62,10 @@ __all__ = [
     "attention_runs",
     "oic_scores",
     "soft_nms",
+    "DEDUPE_TIOU",
+    "dedupe_mask",
+    "dedupe",
+    "dedupe_applies",
     "localize",
     "localize_trace",
     "to_segments",
@@ -315,6 +328,54 @@ def soft_nms(
     return out_pos[:kept], out_score[:kept]
 
 
+def dedupe_mask(
+    labels: Sequence[int], scores: Sequence[float], starts: Sequence[float],
+    ends: Sequence[float], tiou: float = DEDUPE_TIOU,
+) -> np.ndarray:
+    """Which rows survive the clean step (bool [N]): greedy by descending score within each
+    class, a row is dropped when its tIoU with an already kept row of its class is >= ``tiou``.
+
+    Ties in score keep the earlier row (stable order). Zero-length rows have tIoU 0 with
+    everything (never dropped by this rule, never dropping others).
+    """
+    lab = np.asarray(labels, dtype=np.int64).reshape(-1)
+    sc = np.asarray(scores, dtype=np.float64).reshape(-1)
+    st = np.asarray(starts, dtype=np.float64).reshape(-1)
+    en = np.asarray(ends, dtype=np.float64).reshape(-1)
+    keep = np.ones(lab.size, dtype=bool)
+    for c in np.unique(lab):
+        rows = np.flatnonzero(lab == c)
+        rows = rows[np.argsort(-sc[rows], kind="stable")]
+        kept: list[int] = []
+        for r in rows.tolist():
+            if kept:
+                k = np.asarray(kept)
+                inter = np.clip(np.minimum(en[k], en[r]) - np.maximum(st[k], st[r]), 0.0, None)
+                union = (en[k] - st[k]) + (en[r] - st[r]) - inter
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    iou = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+                if np.any(iou >= tiou):
+                    keep[r] = False
+                    continue
+            kept.append(r)
+    return keep
+
+
+def dedupe(proposals: Sequence[Proposal], tiou: float = DEDUPE_TIOU) -> list[Proposal]:
+    """The clean step on proposals ``(class_id, score, start, end)``; order is preserved."""
+    if not proposals:
+        return []
+    arr = np.asarray(proposals, dtype=np.float64)
+    keep = dedupe_mask(arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3], tiou)
+    return [p for p, k in zip(proposals, keep.tolist(), strict=True) if k]
+
+
+def dedupe_applies(cfg: PostprocessConfig) -> bool:
+    """Whether :func:`localize_trace` cleans by default: in the ``fixed`` profile only
+    (``official`` must stay exact, ``custom`` does what its flags say)."""
+    return cfg.profile == "fixed"
+
+
 # ----------------------------------------------------------------------------- full pipeline
 
 
@@ -349,8 +410,12 @@ def localize_trace(
     atn: Any,
     cfg: PostprocessConfig | None = None,
     vid_num_seg: int | None = None,
+    clean: bool | None = None,
 ) -> LocalizeTrace:
-    """Run the whole post-processing and keep every intermediate (see :func:`localize`)."""
+    """Run the whole post-processing and keep every intermediate (see :func:`localize`).
+
+    ``clean`` forces the clean step (:func:`dedupe`) on or off; ``None`` follows the profile
+    (:func:`dedupe_applies`). Forcing it off is for measuring what it changes."""
     cfg = resolve_profile(cfg if cfg is not None else PostprocessConfig())
     _check_cfg(cfg)
     e, a = _as_outputs(elem, atn)
@@ -389,6 +454,8 @@ def localize_trace(
             (int(c), score, float(rows[j, 1]), float(rows[j, 2]))
             for j, score in zip(order.tolist(), rescored.tolist(), strict=True)
         )
+    if dedupe_applies(cfg) if clean is None else clean:
+        trace.proposals = dedupe(trace.proposals)
     return trace
 
 
@@ -429,8 +496,11 @@ def predict_from_outputs(
     classes: Sequence[str],
     cfg: PostprocessConfig | None = None,
     vid_num_seg: int | None = None,
+    clean: bool | None = None,
 ) -> dict[str, Any]:
     """One call from head outputs to the JSON the CLI/service return.
+
+    ``clean``: see :func:`localize_trace`.
 
     ``segments`` are in the official order; ``classes`` lists the predicted classes (video score
     >= class_thresh) by descending score; ``video_scores`` holds every class's probability.
@@ -441,7 +511,7 @@ def predict_from_outputs(
             f"head outputs have {e.shape[1] - 1} classes but {len(classes)} class names were "
             f"given"
         )
-    tr = localize_trace(e, a, cfg, vid_num_seg)
+    tr = localize_trace(e, a, cfg, vid_num_seg, clean)
     p = tr.video_scores
     predicted = sorted(tr.pred_classes.tolist(), key=lambda c: (-float(p[c]), c))
     return {

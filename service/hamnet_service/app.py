@@ -1,5 +1,5 @@
-"""The FastAPI application: routers, error bodies, security headers, request metrics, and the
-web page (``static/``, written separately) at ``/``.
+"""The FastAPI application: routers, error bodies, security headers, request metrics, the
+web page (``static/``, written separately) at ``/`` and the interactive API docs at ``/docs``.
 
 ``create_app()`` has no side effects beyond building the app: Redis, the bundle and the upload
 store are touched on first use, so importing this module (tests, ``openapi.yaml`` generation)
@@ -126,7 +126,8 @@ def create_app() -> FastAPI:
         ),
         lifespan=lifespan,
         # FastAPI's /docs loads Swagger UI from a CDN with an inline script: it would not work
-        # offline nor under our CSP. The contract is /openapi.json (and openapi.yaml).
+        # offline nor under our CSP. Ours (_mount_docs) serves Swagger UI's files from the
+        # swagger-ui-bundle-v2 package and starts it from a script file of our own.
         docs_url=None,
         redoc_url=None,
     )
@@ -137,7 +138,21 @@ def create_app() -> FastAPI:
     app.add_middleware(EdgeMiddleware)
     app.add_api_route("/", _index, include_in_schema=False, response_class=HTMLResponse)
     app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
+    _mount_docs(app)
     return app
+
+
+def _mount_docs(app: FastAPI) -> None:
+    """``/docs``: Swagger UI on ``/openapi.json``, every file from this origin (no CDN, works
+    offline) and no inline script (``script-src 'self'``): ``static/docs.html`` loads the
+    bundle from ``/docs/assets/`` and starts it with ``static/docs.js``."""
+    try:
+        from swagger_ui_bundle import swagger_ui_path
+    except ImportError:  # the service extra installs it (swagger-ui-bundle-v2)
+        log.warning("swagger-ui-bundle-v2 is not installed: no interactive API docs at /docs")
+        return
+    app.add_api_route("/docs", _docs, include_in_schema=False, response_class=HTMLResponse)
+    app.mount("/docs/assets", StaticFiles(directory=str(swagger_ui_path)), name="swagger-ui")
 
 
 async def _index():  # noqa: ANN202
@@ -146,6 +161,10 @@ async def _index():  # noqa: ANN202
         return FileResponse(page, media_type="text/html")
     return HTMLResponse("<!doctype html><title>hamnet</title><p>hamnet API: see "
                         "/openapi.json</p>")
+
+
+async def _docs():  # noqa: ANN202
+    return FileResponse(STATIC / "docs.html", media_type="text/html")
 
 
 app = create_app()

@@ -146,6 +146,10 @@ def test_audio_only(api: httpx.Client, tmp_path: Path) -> None:
     ({"min_score": "2"}, "invalid_parameter"),
     ({"min_score": "nan"}, "invalid_parameter"),
     ({"min_score": "abc"}, "invalid_parameter"),
+    ({"min_score": "-0.1"}, "invalid_parameter"),
+    ({"min_raw_score": "nan"}, "invalid_parameter"),
+    ({"min_raw_score": "inf"}, "invalid_parameter"),
+    ({"min_raw_score": "abc"}, "invalid_parameter"),
     ({"include": "no-such-label"}, "unknown_label"),
     ({"colour": "red"}, "unknown_field"),
     ({"callback_url": "http://127.0.0.1:9/x"}, "invalid_callback_url"),
@@ -268,6 +272,130 @@ def test_client_disconnect_removes_partial(gateway: str, data_dir: Path) -> None
         s.sendall(head + b"\x00" * 200_000)
         wait_for(lambda: any((data_dir / "incoming").glob("*.part")), 10, "partial file")
     wait_for(lambda: not any((data_dir / "incoming").glob("*.part")), 15, "partial removed")
+
+
+def test_min_raw_score_is_a_job_parameter(api: httpx.Client, small_video: Path) -> None:
+    """``min_raw_score`` (any finite number: the raw score is unbounded) travels with the job
+    next to ``min_score`` (a probability), and the upload schema documents both."""
+    r = post(api, small_video.read_bytes(), min_raw_score="-1.5", min_score="0.25")
+    assert r.status_code == 202, r.text
+    assert r.json()["params"]["min_raw_score"] == -1.5
+    assert r.json()["params"]["min_score"] == 0.25
+    r = post(api, small_video.read_bytes(), min_raw_score="7")
+    assert r.status_code == 202 and r.json()["params"]["min_raw_score"] == 7.0, r.text
+    spec = api.get("/openapi.json").json()
+    form = spec["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    props = form["schema"]["properties"]
+    assert "confidence" in props["min_score"]["description"]
+    assert props["min_score"]["minimum"] == 0 and props["min_score"]["maximum"] == 1
+    assert props["min_raw_score"]["type"] == "number" and "minimum" not in props["min_raw_score"]
+
+
+def _manifest(bundle_dir: Path) -> dict:
+    return json.loads((bundle_dir / "manifest.json").read_text())
+
+
+def test_models_show_the_postprocessing_in_effect(api: httpx.Client, bundle_dir: Path) -> None:
+    """The bundle's profile decides what its flags mean: the answer shows every flag with the
+    value the worker applies, not the value written in the manifest."""
+    m = api.get("/v1/models").json()["models"][0]
+    asked = _manifest(bundle_dir)["postprocess"]
+    pp = m["postprocess"]
+    assert pp["profile"] == asked["profile"]
+    flags = ("fix_snippet0", "fix_symmetric_outer", "fix_nms_seconds")
+    if asked["profile"] == "official":
+        expected = {**dict.fromkeys(flags, False), "nms_score_floor": None,
+                    "max_proposals_per_class": None}
+    elif asked["profile"] == "fixed":  # the mini bundle: flags written false, all in effect
+        expected = {**dict.fromkeys(flags, True),
+                    "nms_score_floor": asked["nms_score_floor"] or 1e-3,
+                    "max_proposals_per_class": asked["max_proposals_per_class"] or 100}
+    else:
+        expected = {k: asked[k] for k in (*flags, "nms_score_floor", "max_proposals_per_class")}
+    assert {k: pp[k] for k in expected} == expected
+    for k in ("rat", "class_thresh", "gamma_oic", "oic_lambda", "nms_sigma", "fps"):
+        assert pp[k] == asked[k], k
+
+
+def test_models_show_the_card_and_say_it_is_the_demo(api: httpx.Client,
+                                                     bundle_dir: Path) -> None:
+    m = api.get("/v1/models").json()["models"][0]
+    card = _manifest(bundle_dir).get("card")
+    assert card, "the mini bundle has no model card"
+    got = m["card"]
+    for key in ("title", "summary", "synthetic", "intended_use", "limitations"):
+        assert got[key] == card[key], key
+    assert [c["name"] for c in got["classes"]] == [c["name"] for c in card["classes"]]
+    assert got["metrics"] == card["metrics"]
+    # The mini bundle is the synthetic demo: said plainly, with the classes it knows.
+    assert card["synthetic"] is True and m["synthetic"] is True
+    assert m["notice"].startswith("Demo model")
+    assert "will not recognise real-world actions" in m["notice"]
+    assert all(c["name"] in m["notice"] for c in card["classes"])
+
+
+@pytest.fixture(scope="module")
+def rendered_video(tmp_path_factory, bundle_dir: Path) -> Path:
+    """A video rendered like the bundle's training videos, from a seed it never saw."""
+    from hamnet.bundle import load_bundle
+    from hamnet.demo.synth import SceneConfig, make_plan, render_frames, write_mp4
+
+    scene = dict((load_bundle(bundle_dir).training or {}).get("scene") or {})
+    known = set(SceneConfig.__dataclass_fields__)
+    kw = {k: tuple(v) if isinstance(v, list) else v for k, v in scene.items() if k in known}
+    kw.update(instances=(2, 2), classes_per_video=(1, 1))
+    plan = make_plan(4242, 0, SceneConfig(**kw))
+    out = tmp_path_factory.mktemp("rendered") / "rendered.mp4"
+    write_mp4(out, render_frames(plan), plan.fps)
+    return out
+
+
+def _run(api: httpx.Client, video: Path, **fields) -> dict:
+    r = post(api, video.read_bytes(), name=video.name, **fields)
+    assert r.status_code == 202, r.text
+    job_id = r.json()["id"]
+    deadline = time.monotonic() + 300
+    while (job := api.get(f"/v1/jobs/{job_id}").json())["status"] not in (
+            "succeeded", "failed", "cancelled"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.3)
+    assert job["status"] == "succeeded", job
+    return api.get(f"/v1/jobs/{job_id}/result").json()
+
+
+def test_result_confidence_domain_and_filters(api: httpx.Client, worker, rendered_video: Path,
+                                              bundle_dir: Path) -> None:
+    """Each segment has a calibrated ``confidence`` in [0, 1] next to its raw ``score``; the
+    result says whether the video is in the model's domain and carries the compact card;
+    ``min_score`` filters on the confidence and ``min_raw_score`` on the raw score."""
+    full = _run(api, rendered_video)
+    segs = full["segments"]
+    assert len(segs) >= 2, segs
+    for seg in segs:
+        assert seg["confidence"] is not None and 0.0 <= seg["confidence"] <= 1.0, seg
+    domain = full["domain"]
+    assert set(domain) == {"in_distribution", "score", "threshold"}
+    assert domain["in_distribution"] is True, domain  # rendered like the training videos
+    card = _manifest(bundle_dir)["card"]
+    assert full["model"]["card"]["title"] == card["title"]
+    assert full["model"]["card"]["synthetic"] is True
+
+    def key(s: dict) -> tuple:
+        return (s["label"], round(s["start"], 6), round(s["end"], 6))
+
+    # A cut between two confidences keeps some segments and drops others (a small bundle's
+    # calibration may give every segment the same confidence: then just above it drops all).
+    conf = sorted({s["confidence"] for s in segs})
+    cut = conf[len(conf) // 2] if len(conf) > 1 else min(1.0, conf[0] + 0.01)
+    kept = _run(api, rendered_video, min_score=cut)["segments"]
+    assert sorted(map(key, kept)) == sorted(key(s) for s in segs if s["confidence"] >= cut)
+    assert len(kept) < len(segs)
+
+    raw = sorted({s["score"] for s in segs})
+    cut = raw[len(raw) // 2]
+    kept = _run(api, rendered_video, min_raw_score=cut)["segments"]
+    assert sorted(map(key, kept)) == sorted(key(s) for s in segs if s["score"] >= cut)
+    assert 0 < len(kept) < len(segs)
 
 
 # ---------------------------------------------------------------------------- gateway B

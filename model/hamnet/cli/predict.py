@@ -4,6 +4,11 @@ Three model sources, one output: ``--checkpoint`` runs the torch model, ``--onnx
 head under ONNX Runtime, ``--bundle`` the whole video pipeline. The first two share the numpy
 post-processing of :mod:`hamnet.postprocess`, so the same features give the same segments
 whichever runtime computed the head. Heavy imports happen inside :func:`run`.
+
+With no model option at all, ``--video`` runs the default bundle (``hamnet demo`` builds it).
+The human-readable output of a bundle run starts with the model card's summary (so nobody
+mistakes the synthetic demo model for a real-world one), warns loudly when the video is out
+of the model's domain, and shows each segment's calibrated confidence next to its raw score.
 """
 
 from __future__ import annotations
@@ -33,10 +38,12 @@ def register(sub: argparse._SubParsersAction) -> None:
             "(--profile official); --profile fixed repairs its documented quirks."
         ),
     )
-    src = p.add_mutually_exclusive_group(required=True)
+    src = p.add_mutually_exclusive_group()
     src.add_argument("--checkpoint", metavar="CKPT", help="HAM-Net checkpoint (ours or official)")
     src.add_argument("--onnx", metavar="MODEL.onnx", help="exported ONNX head")
-    src.add_argument("--bundle", metavar="BUNDLE", help="model bundle (directory or .tar.gz)")
+    src.add_argument("--bundle", metavar="BUNDLE",
+                     help="model bundle (directory or .tar.gz); default with --video: the "
+                     "default bundle ($HAMNET_HOME/bundles/default, built by `hamnet demo`)")
     p.add_argument("--features", metavar="X.npy", help="snippet features [T, D] (float)")
     p.add_argument("--video", metavar="VIDEO", help="video file (with --bundle)")
     p.add_argument(
@@ -53,6 +60,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="frames per feature snippet (default 16)")
     p.add_argument("--profile", choices=("official", "fixed"), default=None,
                    help="post-processing profile (default official)")
+    p.add_argument("--min-score", type=float, default=None,
+                   help="drop segments whose calibrated confidence is below this (raw score "
+                   "when the model has no calibration)")
+    p.add_argument("--min-raw-score", type=float, default=None,
+                   help="drop segments whose raw score is below this")
     p.add_argument("--top", type=int, default=20, help="rows of the table (without --json)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
@@ -181,6 +193,20 @@ def _run_onnx(args: argparse.Namespace, x: np.ndarray) -> dict[str, Any]:
     return out
 
 
+def _default_bundle() -> str:
+    from hamnet.bundle import MANIFEST
+    from hamnet.paths import default_bundle_dir
+
+    path = default_bundle_dir()
+    if not (path / MANIFEST).is_file():
+        raise DataError(
+            f"no model given (--bundle, --checkpoint or --onnx) and the default bundle {path} "
+            "does not exist; build it with `hamnet demo` (about ten minutes, offline) or pass "
+            "--bundle BUNDLE"
+        )
+    return str(path)
+
+
 def _run_bundle(args: argparse.Namespace) -> dict[str, Any]:
     from hamnet.pipeline import predict_video
 
@@ -192,6 +218,10 @@ def _run_bundle(args: argparse.Namespace) -> dict[str, Any]:
     options: dict[str, Any] = {}
     if args.profile is not None:
         options["profile"] = args.profile
+    if args.min_score is not None:
+        options["min_score"] = args.min_score
+    if args.min_raw_score is not None:
+        options["min_raw_score"] = args.min_raw_score
 
     def progress(stage: str, fraction: float) -> None:
         # pipeline contract: progress(stage, fraction in 0..1); stderr keeps --json clean
@@ -206,28 +236,71 @@ def _run_bundle(args: argparse.Namespace) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- output
 
 
+def _card_lines(card: dict[str, Any] | None) -> list[str]:
+    if not card:
+        return []
+    import textwrap
+
+    title = card.get("title") or "model"
+    lines = [f"model: {title}" + (" [SYNTHETIC]" if card.get("synthetic") else "")]
+    for text in (card.get("summary"), card.get("intended_use") and
+                 f"Intended use: {card['intended_use']}"):
+        if text:
+            lines += textwrap.wrap(text, 88, initial_indent="  ", subsequent_indent="  ")
+    return lines + [""]
+
+
+def _domain_lines(domain: dict[str, Any] | None) -> list[str]:
+    if not domain or domain.get("in_distribution", True):
+        return []
+    bar = "!" * 78
+    return [
+        bar,
+        "WARNING: OUT OF DOMAIN. This video does not look like the videos the model was",
+        f"trained on (domain score {domain['score']:.3f} > threshold {domain['threshold']:.3f}).",
+        "Its segments and confidences are unlikely to mean anything.",
+        bar,
+        "",
+    ]
+
+
 def format_table(result: dict[str, Any], top: int = 20) -> str:
-    """Human-readable summary: predicted classes, then the best segments by score."""
-    lines = []
+    """Human-readable summary: model card, domain warning, predicted classes, then the best
+    segments by confidence (by raw score when there is no confidence)."""
+    lines = _card_lines((result.get("model") or {}).get("card"))
+    lines += _domain_lines(result.get("domain"))
     cls = result.get("classes") or []
     if cls:
         lines.append("video classes: " + ", ".join(f"{c['label']} ({c['score']:.3f})" for c in cls))
     else:
         lines.append("video classes: none above the class threshold")
-    segs = sorted(result.get("segments") or [], key=lambda s: -s["score"])
+    segs = sorted(result.get("segments") or [],
+                  key=lambda s: (-(s.get("confidence") or 0.0), -s["score"]))
     if not segs:
         lines.append("no segments")
         return "\n".join(lines)
+    has_conf = any(s.get("confidence") is not None for s in segs)
     width = max(5, *(len(s["label"]) for s in segs[:top]))
-    lines.append(f"{'label':<{width}}  {'start s':>9}  {'end s':>9}  {'score':>8}")
+    lines.append(f"{'label':<{width}}  {'start s':>9}  {'end s':>9}  {'confidence':>10}  "
+                 f"{'score':>8}")
     for s in segs[:top]:
-        lines.append(f"{s['label']:<{width}}  {s['start']:9.2f}  {s['end']:9.2f}  {s['score']:8.4f}")
+        conf = s.get("confidence")
+        c = f"{100 * conf:9.0f}%" if conf is not None else f"{'-':>10}"
+        lines.append(f"{s['label']:<{width}}  {s['start']:9.2f}  {s['end']:9.2f}  {c}  "
+                     f"{s['score']:8.4f}")
+    if not has_conf:
+        lines.append("(no calibrated confidence for this model: rank by raw score only)")
     if len(segs) > top:
         lines.append(f"... {len(segs) - top} more segments (use --json for all)")
     return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
+    if not (args.bundle or args.checkpoint or args.onnx):
+        if not args.video:
+            raise DataError("give a --video VIDEO (default bundle) or a model: --bundle, "
+                            "--checkpoint or --onnx")
+        args.bundle = _default_bundle()
     if args.bundle:
         if not args.video:
             raise DataError("--bundle needs --video VIDEO")
@@ -242,6 +315,10 @@ def run(args: argparse.Namespace) -> int:
         x = load_features(args.features)
         result = _run_checkpoint(args, x) if args.checkpoint else _run_onnx(args, x)
         result["features"] = str(args.features)
+        # no calibration without a bundle: both thresholds apply to the raw score
+        floors = [v for v in (args.min_score, args.min_raw_score) if v is not None]
+        if floors:
+            result["segments"] = [s for s in result["segments"] if s["score"] >= max(floors)]
     if args.json:
         print(json.dumps(result))
     else:

@@ -15,18 +15,26 @@ One module per concern:
 - :mod:`~hamnet.demo.datasets`: rendering and feature extraction in process pools (cached),
   and the W-TAL layout;
 - :mod:`~hamnet.demo.train`: training and ONNX export (torch);
-- :mod:`~hamnet.demo.evaluate`: held-out predictions through the exported head, the mAP table;
+- :mod:`~hamnet.demo.evaluate`: held-out predictions through the exported head, the mAP table,
+  the confidence calibration and out-of-domain threshold (fitted on the calibration split) and
+  their held-out measurement;
 - :mod:`~hamnet.demo.plots`: the CAS x attention figure shipped in the bundle;
-- :mod:`~hamnet.demo.build`: :func:`build_bundle` and :func:`ensure_default_bundle`;
+- :mod:`~hamnet.demo.build`: :func:`build_bundle` and :func:`ensure_default_bundle`, and the
+  model card a demo bundle carries (:func:`~hamnet.demo.build.demo_card`);
 - :mod:`~hamnet.demo.synth`: the procedural video generator itself.
 
 Where the default bundle lives is :mod:`hamnet.paths` (standard library only): processes that
 only need the path should import that, not this package.
 """
 
-from hamnet.demo.build import build_bundle, ensure_default_bundle
+from hamnet.demo.build import (
+    CALIBRATION_SEED_OFFSET,
+    build_bundle,
+    demo_card,
+    ensure_default_bundle,
+)
 from hamnet.demo.datasets import extract_dataset
-from hamnet.demo.evaluate import head_predictions, map_table
+from hamnet.demo.evaluate import fit_trust, head_predictions, map_table, trust_report
 from hamnet.demo.plots import plot_videos
 from hamnet.demo.presets import (
     ABLATION_SWITCHES,
@@ -43,10 +51,13 @@ from hamnet.demo.presets import (
     experiment_config,
 )
 from hamnet.demo.progress import Stages
+from hamnet.demo.synth.actions import CLASS_DESCRIPTIONS
 
 __all__ = [
     "ABLATION_SWITCHES",
     "BASE_LOSS_ONLY",
+    "CALIBRATION_SEED_OFFSET",
+    "CLASS_DESCRIPTIONS",
     "DATASET",
     "DEMO_LOSS",
     "FEATURE_TYPE",
@@ -57,11 +68,14 @@ __all__ = [
     "DemoSize",
     "Stages",
     "build_bundle",
+    "demo_card",
     "demo_size",
     "ensure_default_bundle",
     "experiment_config",
     "extract_dataset",
+    "fit_trust",
     "head_predictions",
     "map_table",
     "plot_videos",
+    "trust_report",
 ]

@@ -32,8 +32,13 @@ _UPLOAD_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
     "properties": {
         "file": {"type": "string", "format": "binary", "description": "the video"},
-        "min_score": {"type": "number", "minimum": 0, "maximum": 1,
-                      "description": "drop segments scoring below this"},
+        "min_score": {"type": "number", "minimum": 0, "maximum": 1, "description":
+                      "drop segments whose calibrated `confidence` (probability of a true "
+                      "detection) is below this; on a bundle without calibration, whose raw "
+                      "`score` is below it"},
+        "min_raw_score": {"type": "number", "description":
+                          "drop segments whose raw HAM-Net `score` (unbounded OIC score) is "
+                          "below this"},
         "include": {"type": "string", "maxLength": 4096,
                     "description": "comma-separated labels to keep (default: all)"},
         "exclude": {"type": "string", "maxLength": 4096,

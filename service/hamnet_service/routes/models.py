@@ -7,13 +7,15 @@ from starlette.concurrency import run_in_threadpool
 
 from hamnet_service.deps import Models, Owner, Settings, Telemetry
 from hamnet_service.errors import ApiError, responses
-from hamnet_service.schemas import ModelInfo, ModelList, WebhookSecret
+from hamnet_service.schemas import ModelList, WebhookSecret
+from hamnet_service.services import models as service
 
 router = APIRouter(prefix="/v1", tags=["models"])
 
 
 @router.get("/models", response_model=ModelList, responses=responses(401, 503),
-            summary="The model bundle in service: classes, backbone, checksum, provider")
+            summary="The model in service: its card (training data, intended use, limits, "
+                    "held-out metrics), classes, backbone, post-processing in effect, checksum")
 async def list_models(_: Owner, models: Models, telemetry: Telemetry) -> ModelList:
     b = await run_in_threadpool(models.get)
     if b is None:
@@ -23,12 +25,7 @@ async def list_models(_: Owner, models: Models, telemetry: Telemetry) -> ModelLi
     except Exception:
         workers = []
     providers = sorted({w["provider"] for w in workers if w.get("provider")})
-    m = b.manifest
-    return ModelList(models=[ModelInfo(
-        name=b.name, version=b.version, checksum=b.checksum, created=b.created,
-        classes=list(b.classes), backbone=dict(m.get("backbone") or {}),
-        postprocess=dict(m.get("postprocess") or {}), providers=providers,
-    )])
+    return ModelList(models=[service.describe(b, providers)])
 
 
 @router.get("/webhook-secret", response_model=WebhookSecret, tags=["callbacks"],

@@ -40,7 +40,14 @@ from hamnet_service.upload import Upload, receive
 
 log = logging.getLogger("hamnet.service")
 
-FIELDS = ("min_score", "include", "exclude", "callback_url", "tag")
+FIELDS = ("min_score", "min_raw_score", "include", "exclude", "callback_url", "tag")
+
+
+def _number(raw: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        return math.nan
 
 
 def _labels(raw: str | None, classes: list[str], name: str) -> list[str] | None:
@@ -61,14 +68,19 @@ def parse_params(up: Upload, classes: list[str], allow_private: bool) -> dict[st
         raise ApiError(422, "unknown_field", f"unknown form field(s): {unknown[:5]}")
     f = up.fields
     out: dict[str, Any] = {"params": {}}
+    # min_score: on the calibrated confidence (a probability); min_raw_score: on HAM-Net's
+    # unbounded OIC score. The worker hands both to hamnet.pipeline.predict_video.
     if f.get("min_score", "").strip():
-        try:
-            v = float(f["min_score"])
-        except ValueError:
-            v = math.nan
+        v = _number(f["min_score"])
         if not 0.0 <= v <= 1.0:
-            raise ApiError(422, "invalid_parameter", "min_score must be a number in [0, 1]")
+            raise ApiError(422, "invalid_parameter",
+                           "min_score (on the calibrated confidence) must be a number in [0, 1]")
         out["params"]["min_score"] = v
+    if f.get("min_raw_score", "").strip():
+        v = _number(f["min_raw_score"])
+        if not math.isfinite(v):
+            raise ApiError(422, "invalid_parameter", "min_raw_score must be a finite number")
+        out["params"]["min_raw_score"] = v
     out["params"]["include"] = _labels(f.get("include"), classes, "include")
     out["params"]["exclude"] = _labels(f.get("exclude"), classes, "exclude")
     tag = f.get("tag")

@@ -31,7 +31,14 @@
     error: $("error"), errorTitle: $("error-title"), errorMessage: $("error-message"), errorCode: $("error-code"),
     resultCard: $("result-card"), summary: $("result-summary"), video: $("video"), videoNote: $("video-note"),
     timeline: $("timeline"), segTable: $("segments-table"), segCount: $("segment-count"),
-    classScores: $("class-scores"), modelInfo: $("model-info")
+    classScores: $("class-scores"), modelInfo: $("model-info"),
+    demoBanner: $("demo-banner"), demoBannerText: $("demo-banner-text"),
+    domainWarning: $("domain-warning"),
+    card: $("model-card"), cardTitle: $("card-title"), cardSummary: $("card-summary"),
+    cardUse: $("card-intended-use"), cardLimits: $("card-limitations"),
+    cardClassesBlock: $("card-classes-block"), cardClasses: $("card-classes"),
+    cardTrainingBlock: $("card-training-block"), cardTraining: $("card-training"),
+    cardMetricsBlock: $("card-metrics-block"), cardMetrics: $("card-metrics")
   };
 
   var state = {
@@ -73,6 +80,21 @@
   }
 
   function fmtScore(x) { return (typeof x === "number" && isFinite(x)) ? x.toFixed(2) : "–"; }
+
+  function isNum(x) { return typeof x === "number" && isFinite(x); }
+
+  /* A calibrated confidence in [0, 1] as a percentage; "–" when the model has no calibration. */
+  function fmtConf(x) {
+    if (!isNum(x)) { return "–"; }
+    if (x > 0 && x < 0.005) { return "<1%"; }
+    if (x < 1 && x > 0.995) { return ">99%"; }
+    return Math.round(x * 100) + "%";
+  }
+
+  function segmentText(s) {
+    var c = isNum(s.confidence) ? "confidence " + fmtConf(s.confidence) + ", " : "";
+    return c + "score " + fmtScore(Number(s.score));
+  }
 
   function colorFor(id, i) {
     var k = (typeof id === "number" && isFinite(id)) ? id : i;
@@ -168,11 +190,109 @@
       if (Array.isArray(prov)) { prov = prov.join(", "); }
       if (prov) { parts.push("on " + String(prov).replace(/ExecutionProvider/g, "")); }
       el.modelInfo.textContent = parts.length ? "Model: " + parts.join(" · ") : "";
+      showModel(m);
     }).catch(function (err) {
       if (err && (err.status === 401 || err.status === 403)) {
         el.modelInfo.textContent = "This server needs an API key.";
       }
     });
+  }
+
+  function addText(parent, tag, text, cls) {
+    var n = document.createElement(tag);
+    n.textContent = text;
+    if (cls) { n.className = cls; }
+    parent.appendChild(n);
+    return n;
+  }
+
+  function fmtMetric(v) {
+    if (isNum(v)) { return Number.isInteger(v) ? String(v) : v.toFixed(3); }
+    if (Array.isArray(v)) { return v.map(fmtMetric).join(", "); }
+    if (typeof v === "boolean") { return v ? "yes" : "no"; }
+    return String(v);
+  }
+
+  /* Nested metrics as "a · b: value" rows (objects flattened, arrays joined). */
+  function metricRows(obj, prefix, out) {
+    Object.keys(obj || {}).forEach(function (k) {
+      var v = obj[k], name = prefix ? prefix + " · " + k : k;
+      if (v && typeof v === "object" && !Array.isArray(v)) { metricRows(v, name, out); }
+      else if (v !== null && v !== undefined && v !== "") { out.push([name.replace(/_/g, " "), fmtMetric(v)]); }
+    });
+    return out;
+  }
+
+  function pct(x) { return isNum(x) ? (100 * x).toFixed(1) + " %" : "–"; }
+
+  /* Held-out metrics of the card as [name, value, class] rows: detection mAP per tIoU, its
+   * average, how many videos; then calibration and domain-check summaries. */
+  function metricsRows(card) {
+    var rows = [], m = card.metrics;
+    if (m && typeof m === "object") {
+      var what = [];
+      if (isNum(m.videos)) { what.push(m.videos + " videos"); }
+      if (isNum(m.instances)) { what.push(m.instances + " action instances"); }
+      if (what.length) { rows.push(["measured on", what.join(", ") + " never seen in training", ""]); }
+      if (Array.isArray(m.tiou) && Array.isArray(m.mAP) && m.tiou.length === m.mAP.length) {
+        rows.push(["detection mAP", m.tiou.map(function (t, i) {
+          return "@" + Number(t).toFixed(1) + " " + pct(m.mAP[i]);
+        }).join(" · "), "mono"]);
+      }
+      if (isNum(m.average_mAP)) { rows.push(["average mAP", pct(m.average_mAP), "mono"]); }
+      var known = { videos: 1, instances: 1, tiou: 1, mAP: 1, average_mAP: 1, seed: 1, note: 1 };
+      metricRows(Object.keys(m).reduce(function (o, k) { if (!known[k]) { o[k] = m[k]; } return o; }, {}), "", [])
+        .forEach(function (r) { rows.push([r[0], r[1], "mono"]); });
+      if (m.note) { rows.push(["note", String(m.note), ""]); }
+    }
+    var cal = card.calibration;
+    if (cal && isNum(cal.ece)) {
+      rows.push(["confidence", "calibration error " + pct(cal.ece) + (isNum(cal.segments) ? " on " + cal.segments + " held-out segments" : ""), ""]);
+    }
+    var dom = card.domain;
+    if (dom && isNum(dom.heldout_videos) && isNum(dom.heldout_flagged)) {
+      rows.push(["out-of-domain check", dom.heldout_flagged + " of " + dom.heldout_videos + " held-out videos wrongly flagged", ""]);
+    }
+    return rows;
+  }
+
+  /* The demo banner and the model card, from GET /v1/models. */
+  function showModel(m) {
+    var card = m.card || null;
+    var synthetic = m.synthetic === true || !!(card && card.synthetic);
+    el.demoBanner.hidden = !synthetic;
+    el.demoBannerText.textContent = synthetic ? (m.notice || ("Demo model: " + ((card && card.summary) ||
+      "trained only on rendered motion patterns; it will not recognise real-world actions."))) : "";
+    if (!card) { el.card.hidden = true; return; }
+    el.card.hidden = false;
+    el.cardTitle.textContent = card.title ? "— " + card.title : "";
+    el.cardSummary.textContent = card.summary || "";
+    el.cardUse.textContent = card.intended_use || "–";
+    el.cardLimits.textContent = "";
+    (card.limitations || []).forEach(function (t) { addText(el.cardLimits, "li", String(t)); });
+    if (!el.cardLimits.children.length) { addText(el.cardLimits, "li", "none stated"); }
+    el.cardClasses.textContent = "";
+    (card.classes || []).forEach(function (c) {
+      if (!c) { return; }
+      addText(el.cardClasses, "dt", String(c.name !== undefined ? c.name : c));
+      addText(el.cardClasses, "dd", c.description ? String(c.description) : "");
+    });
+    el.cardClassesBlock.hidden = !el.cardClasses.children.length;
+    var td = card.training_data;
+    var bits = [];
+    if (td && typeof td === "object") {
+      if (td.description) { bits.push(String(td.description)); }
+      if (isNum(td.videos)) { bits.push(td.videos + " training videos"); }
+      if (td.source) { bits.push("source: " + td.source); }
+    } else if (td) { bits.push(String(td)); }
+    el.cardTraining.textContent = bits.join(" · ");
+    el.cardTrainingBlock.hidden = !bits.length;
+    el.cardMetrics.textContent = "";
+    metricsRows(card).forEach(function (row) {
+      addText(el.cardMetrics, "dt", row[0]);
+      addText(el.cardMetrics, "dd", row[1], row[2]);
+    });
+    el.cardMetricsBlock.hidden = !el.cardMetrics.children.length;
   }
 
   /* ---------------------------------------------------------------- upload */
@@ -192,8 +312,8 @@
     var f = chosenFile();
     if (!f) { showError({ code: "no_file", message: "Choose a video file first." }, "No video chosen"); el.file.focus(); return; }
     var ms = el.minScore.value.trim();
-    if (ms !== "" && !(Number(ms) >= 0)) {
-      showError({ code: "invalid_min_score", message: "Minimum score must be a number ≥ 0." }, "Check the form");
+    if (ms !== "" && !(Number(ms) >= 0 && Number(ms) <= 1)) {
+      showError({ code: "invalid_min_score", message: "Minimum confidence must be a number from 0 to 1." }, "Check the form");
       el.minScore.focus(); return;
     }
     stopPolling();
@@ -338,6 +458,8 @@
     el.segTable.tBodies[0].textContent = "";
     el.classScores.textContent = "";
     el.segCount.textContent = "0";
+    el.domainWarning.hidden = true;
+    document.body.removeAttribute("data-domain");
   }
 
   function resultDuration(res) {
@@ -407,6 +529,10 @@
     var segs = res.segments || [];
     var lanes = lanesOf(res);
     var v = res.video || {};
+    // Out of domain: the model was not trained on anything like this video.
+    var outOfDomain = !!(res.domain && res.domain.in_distribution === false);
+    el.domainWarning.hidden = !outOfDomain;
+    document.body.setAttribute("data-domain", res.domain ? (outOfDomain ? "out" : "in") : "unknown");
     var bits = [];
     bits.push(segs.length + (segs.length === 1 ? " segment" : " segments") + " of " + lanes.length + (lanes.length === 1 ? " action class" : " action classes"));
     if (v.duration) { bits.push("in " + fmtTime(Number(v.duration)) + " of video"); }
@@ -427,8 +553,8 @@
     tb.textContent = "";
     el.segCount.textContent = String(segs.length);
     if (!segs.length) {
-      var tr0 = tb.insertRow(); var td0 = tr0.insertCell(); td0.colSpan = 5;
-      td0.textContent = "No action was found above the minimum score."; td0.className = "muted";
+      var tr0 = tb.insertRow(); var td0 = tr0.insertCell(); td0.colSpan = 6;
+      td0.textContent = "No action was found above the minimum confidence."; td0.className = "muted";
       return;
     }
     var sorted = segs.slice().sort(function (a, b) { return a.start - b.start; });
@@ -438,6 +564,7 @@
       dot.style.background = colorFor(s.label_id, 0); c0.appendChild(dot); c0.appendChild(document.createTextNode(String(s.label)));
       tr.insertCell().textContent = fmtTime(Number(s.start));
       tr.insertCell().textContent = fmtTime(Number(s.end));
+      var cc = tr.insertCell(); cc.className = "confidence"; cc.textContent = fmtConf(s.confidence);
       tr.insertCell().textContent = fmtScore(Number(s.score));
       var b = document.createElement("button"); b.type = "button"; b.className = "link";
       b.textContent = "Play"; b.setAttribute("aria-label", "Play " + s.label + " from " + fmtTime(Number(s.start)));
@@ -530,7 +657,7 @@
     var lanesG = svg("g", { "class": "lanes" }, root);
     if (!lanes.length) {
       var none = svg("text", { x: L + 8, y: lanesTop + LANE / 2 + 4, "class": "none" }, lanesG);
-      none.textContent = "No action found above the minimum score";
+      none.textContent = "No action found above the minimum confidence";
     }
     var y = lanesTop;
     lanes.forEach(function (lane, li) {
@@ -548,17 +675,19 @@
         var s0 = Number(s.start), s1 = Number(s.end);
         var ry = lane.rows === 1 ? laneY + 2 : laneY + 3 + p.row * (SUB + 2);
         var rh = lane.rows === 1 ? LANE - 4 : SUB;
-        var rel = maxScore > 0 ? Math.max(0, Number(s.score) || 0) / maxScore : 1;
+        var rel = isNum(s.confidence) ? s.confidence
+          : (maxScore > 0 ? Math.max(0, Number(s.score) || 0) / maxScore : 1);
         var x0 = x(s0), w = Math.max(3, x(s1) - x0);
         var sg = svg("g", {
           "class": "segment", tabindex: 0, role: "button", focusable: "true",
           "data-label": lane.label, "data-start": s0, "data-end": s1, "data-score": s.score,
-          "aria-label": lane.label + " from " + fmtTime(s0) + " to " + fmtTime(s1) + ", score " + fmtScore(Number(s.score))
+          "data-confidence": isNum(s.confidence) ? s.confidence : "",
+          "aria-label": lane.label + " from " + fmtTime(s0) + " to " + fmtTime(s1) + ", " + segmentText(s)
         }, g);
         svg("rect", { x: x0, y: ry, width: w, height: rh, rx: 3, fill: color,
           "fill-opacity": (0.4 + 0.6 * rel).toFixed(2) }, sg);
         var tt = svg("title", null, sg);
-        tt.textContent = lane.label + ": " + fmtTime(s0) + " – " + fmtTime(s1) + " (score " + fmtScore(Number(s.score)) + ")";
+        tt.textContent = lane.label + ": " + fmtTime(s0) + " – " + fmtTime(s1) + " (" + segmentText(s) + ")";
         sg.addEventListener("click", function (ev) { ev.stopPropagation(); selectSegment(sg); seek(s0, false); });
         sg.addEventListener("keydown", function (ev) {
           if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); selectSegment(sg); seek(s0, true); }

@@ -29,6 +29,16 @@ import numpy as np
 
 ACTION_CLASSES: tuple[str, ...] = ("bounce", "spin", "slide", "orbit", "pulse", "zigzag")
 
+# One line per class, for model cards: what class_pose below renders.
+CLASS_DESCRIPTIONS = {
+    "bounce": "the shape hops: repeated vertical arcs above where it rests",
+    "spin": "the shape rotates in place",
+    "slide": "the shape moves left and right at constant speed",
+    "orbit": "the shape travels round a circle through where it rests",
+    "pulse": "the shape grows and shrinks in place",
+    "zigzag": "diagonal strokes: a slow sideways sweep with a fast up-and-down motion",
+}
+
 # Wind-up wobble of the onset/offset: frequency (Hz) and amplitude as a fraction of the frame
 # height. Shared by all classes, so it signals "something starts" but not "what".
 WOBBLE_HZ = 2.0
