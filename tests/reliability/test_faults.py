@@ -176,12 +176,10 @@ def test_duplicate_delivery_while_running_is_deferred(stack_factory, videos) -> 
     assert_clean(s)
 
 
-def test_kill9_whole_worker_then_restart(stack_factory, videos) -> None:
-    """The whole worker (parent and child) is killed mid-job and nothing is left to requeue
-    the message: it stays unacknowledged in Redis, and a worker started later redelivers it
-    after the visibility timeout. It completes exactly once."""
-    s = stack_factory("kill-all", workers=1, HAMNET_SOFT_TIME_LIMIT="8",
-                      HAMNET_TIME_LIMIT="10", HAMNET_VISIBILITY_TIMEOUT="12")
+def kill_whole_worker_mid_job(s: Stack, videos) -> tuple[dict, set[int]]:  # noqa: ANN001
+    """Submit a job, ``kill -9`` the whole worker (parent and child) while it extracts
+    features, start a fresh worker and wait until it is ready. Returns the job and the pids of
+    the dead worker's children."""
     hold = s.proxy.hold(STAGE_WRITE["features"])
     job = s.submit(videos["short"].read_bytes())
     hold.wait_hit(60)
@@ -191,6 +189,16 @@ def test_kill9_whole_worker_then_restart(stack_factory, videos) -> None:
     assert s.job(job["id"])["status"] == "running"
     s.start_worker()
     s.wait_workers(1, exclude_pids=old)
+    return job, old
+
+
+def test_kill9_whole_worker_then_restart(stack_factory, videos) -> None:
+    """The whole worker (parent and child) is killed mid-job and nothing is left to requeue
+    the message: it stays unacknowledged in Redis, and a worker started later redelivers it
+    after the visibility timeout. It completes exactly once."""
+    s = stack_factory("kill-all", workers=1, HAMNET_SOFT_TIME_LIMIT="8",
+                      HAMNET_TIME_LIMIT="10", HAMNET_VISIBILITY_TIMEOUT="12")
+    job, old = kill_whole_worker_mid_job(s, videos)
     final = s.wait_job(job["id"], 90)
     assert final["status"] == "succeeded", (final, s.logs())
     assert final["attempts"] == 2
@@ -209,15 +217,7 @@ def test_kill9_whole_worker_recovers_within_a_minute_with_defaults(stack_factory
     s = stack_factory("kill-all-defaults", workers=1, HAMNET_SOFT_TIME_LIMIT="1800",
                       HAMNET_TIME_LIMIT="1900", HAMNET_VISIBILITY_TIMEOUT="2400",
                       HAMNET_HEARTBEAT_S="5")
-    hold = s.proxy.hold(STAGE_WRITE["features"])
-    job = s.submit(videos["short"].read_bytes())
-    hold.wait_hit(60)
-    old = {i["pid"] for i in s.worker_infos()}
-    s.workers[0].kill9()
-    hold.drop()
-    assert s.job(job["id"])["status"] == "running"
-    s.start_worker()
-    s.wait_workers(1, exclude_pids=old)
+    job, old = kill_whole_worker_mid_job(s, videos)
     t_ready = time.monotonic()
 
     def running_on_live_worker() -> int | None:
