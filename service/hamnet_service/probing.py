@@ -99,11 +99,14 @@ class ProbeLimits:
 
     @classmethod
     def from_settings(cls, settings: Any, **overrides: Any) -> ProbeLimits:
-        """Content limits from a :class:`~hamnet_service.settings.ServiceSettings` (the
-        process limits keep their defaults unless given)."""
-        return cls(**{"max_duration_s": settings.max_duration_s,
+        """All limits from a :class:`~hamnet_service.settings.ServiceSettings`
+        (``HAMNET_PROBE_*`` for the child process, the content limits shared with workers)."""
+        return cls(**{"timeout_s": settings.probe_timeout_s, "cpu_s": settings.probe_cpu_s,
+                      "memory_mb": settings.probe_memory_mb,
+                      "max_duration_s": settings.max_duration_s,
                       "min_duration_s": settings.min_duration_s,
-                      "max_dimension": settings.max_dimension, **overrides})
+                      "max_dimension": settings.max_dimension,
+                      "max_pixels": settings.max_pixels, **overrides})
 
 
 def probe_upload(path: Path, filename: str, limits: ProbeLimits) -> dict[str, Any]:

@@ -97,13 +97,6 @@ def parse_params(up: Upload, classes: list[str], allow_private: bool) -> dict[st
     return out
 
 
-def probe_limits(s: ServiceSettings) -> ProbeLimits:
-    return ProbeLimits(timeout_s=s.probe_timeout_s, cpu_s=s.probe_cpu_s,
-                       memory_mb=s.probe_memory_mb, max_duration_s=s.max_duration_s,
-                       min_duration_s=s.min_duration_s, max_dimension=s.max_dimension,
-                       max_pixels=s.max_pixels)
-
-
 def _discard(storage: Storage, job_id: str, stored: bool) -> None:
     """Delete whatever the request stored. Local files go at once; an object is deleted in a
     thread, so that a slow or unreachable object store never blocks the event loop (and a
@@ -147,7 +140,8 @@ async def submit_job(
         bundle = models.get()
         extra = await run_in_threadpool(parse_params, up, list(bundle.classes),
                                         s.callback_allow_private)
-        video = await run_in_threadpool(probe_upload, up.path, up.filename, probe_limits(s))
+        video = await run_in_threadpool(probe_upload, up.path, up.filename,
+                                        ProbeLimits.from_settings(s))
         stored = True
         try:  # local: a rename into uploads/; S3: upload to the bucket, local file deleted
             await run_in_threadpool(storage.commit, job_id)
