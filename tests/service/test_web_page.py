@@ -114,7 +114,10 @@ class Browser:
 
     def goto(self, url: str) -> None:
         self.send("Page.navigate", {"url": url})
-        self.wait_for("document.readyState === 'complete' && !!window.hamnet", 30, "page load")
+        # The model banner and card arrive after the load and move the layout: a real click
+        # before they are in could land where an element used to be.
+        self.wait_for("document.readyState === 'complete' && !!window.hamnet && "
+                      "!!document.body.dataset.model", 30, "page load")
 
     def set_files(self, selector: str, paths: list[Path]) -> None:
         root = self.send("DOM.getDocument", {"depth": 0})["root"]["nodeId"]

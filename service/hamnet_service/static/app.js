@@ -181,7 +181,7 @@
       if (Array.isArray(data)) { m = data[0]; }
       else if (data && Array.isArray(data.models)) { m = data.models[0]; }
       else if (data && Array.isArray(data.data)) { m = data.data[0]; }
-      if (!m) { return; }
+      if (!m) { document.body.dataset.model = "loaded"; return; }
       var parts = [];
       if (m.name) { parts.push(m.name + (m.version ? " " + m.version : "")); }
       var classes = m.classes || (m.manifest && m.manifest.classes);
@@ -191,10 +191,12 @@
       if (prov) { parts.push("on " + String(prov).replace(/ExecutionProvider/g, "")); }
       el.modelInfo.textContent = parts.length ? "Model: " + parts.join(" · ") : "";
       showModel(m);
+      document.body.dataset.model = "loaded";
     }).catch(function (err) {
       if (err && (err.status === 401 || err.status === 403)) {
         el.modelInfo.textContent = "This server needs an API key.";
       }
+      document.body.dataset.model = "failed";
     });
   }
 
