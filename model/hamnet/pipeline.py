@@ -48,6 +48,23 @@ def clear_caches() -> None:
         _bundles.clear()
 
 
+def evict(bundle: Bundle) -> None:
+    """Forget one bundle and its sessions (a worker's bounded model cache dropping it): the
+    ONNX Runtime sessions are released once no caller holds them any more."""
+    with _lock:
+        _backbones.pop(f"{bundle.checksum}:{bundle.root}", None)
+        _heads.pop(str(bundle.head_path), None)
+        for key in [k for k, b in _bundles.items()
+                    if b.checksum == bundle.checksum and b.root == bundle.root]:
+            del _bundles[key]
+
+
+def cached_checksums() -> set[str]:
+    """Checksums of the bundles this process holds (tests and the worker's heartbeat)."""
+    with _lock:
+        return {b.checksum for b in _bundles.values()}
+
+
 def get_bundle(bundle: Bundle | str | Path) -> Bundle:
     """A loaded bundle, cached by path so checksums are verified once per process."""
     if isinstance(bundle, Bundle):
@@ -148,7 +165,7 @@ def predict_video(
     include: Iterable[str] | None = None,
     exclude: Iterable[str] | None = None,
     profile: str | None = None,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     max_seconds: float | None = None,
     max_duration_s: float | None = None,
     max_dimension: int | None = None,

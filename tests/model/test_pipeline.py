@@ -136,3 +136,20 @@ def test_error_messages_do_not_reveal_server_paths(bundle: Path, tmp_path: Path)
         pipeline.predict_video(bundle, str(bad))
     msg = str(info.value)
     assert "clip.mp4" in msg and str(tmp_path) not in msg
+
+
+def test_pipelined_and_one_thread_paths_serve_the_same_result(bundle: Path, video: Path) -> None:
+    """The worker's per-child thread budget picks the path (1: one-thread loop, more:
+    pipelined); what is served must not depend on it."""
+    backbone = pipeline.get_backbone(pipeline.get_bundle(bundle))
+    results = []
+    try:
+        for threads in (1, 3):
+            backbone.threads = threads  # what pipeline.get_backbone(..., threads=) sets
+            res = pipeline.predict_video(bundle, video)
+            res.pop("timings")
+            results.append(res)
+    finally:
+        backbone.__dict__.pop("threads", None)
+    assert results[0] == results[1]
+    assert results[0]["num_snippets"] == 25

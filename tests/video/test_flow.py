@@ -29,7 +29,7 @@ def _textured(h: int, w: int, seed: int = 0) -> np.ndarray:
     return np.repeat(img[..., None], 3, axis=2).astype(np.uint8)
 
 
-@pytest.mark.parametrize("method", ["tvl1", "farneback", "dis"])
+@pytest.mark.parametrize("method", ["tvl1", "tvl1-opencv", "farneback", "dis"])
 def test_recovers_known_translation(method: str) -> None:
     base = _textured(72, 72)
     shifted = np.roll(base, shift=(1, 3), axis=(0, 1))  # 3 px right, 1 px down
@@ -48,6 +48,12 @@ def test_rejects_unknown_method_and_size_mismatch() -> None:
         compute_flow(a, a, "raft")
     with pytest.raises(ValueError, match="differ in size"):
         compute_flow(a, np.zeros((8, 9, 3), np.uint8), "dis")
+    with pytest.raises(ValueError, match="differ in size"):
+        snippet_flow(
+            np.zeros((2, 16, 16, 3), np.uint8), "tvl1", prev=np.zeros((16, 17, 3), np.uint8)
+        )
+    with pytest.raises(ValueError, match="unknown flow method"):
+        snippet_flow(np.zeros((2, 16, 16, 3), np.uint8), "raft")
     with pytest.raises(ValueError, match="RGB or"):
         to_gray(np.zeros((4, 4, 4), np.uint8))
 
@@ -81,9 +87,30 @@ def test_snippet_flow_layout() -> None:
 def test_tiny_frames_do_not_crash() -> None:
     a = np.zeros((2, 2, 3), np.uint8)
     b = np.full((2, 2, 3), 50, np.uint8)
-    for method in ("tvl1", "farneback", "dis"):
+    for method in ("tvl1", "tvl1-opencv", "farneback", "dis"):
         for size in (1, 2, 11):
-            flow = compute_flow(a[:1, :1].repeat(size, 0).repeat(size, 1),
-                                b[:1, :1].repeat(size, 0).repeat(size, 1), method)
+            flow = compute_flow(
+                a[:1, :1].repeat(size, 0).repeat(size, 1),
+                b[:1, :1].repeat(size, 0).repeat(size, 1),
+                method,
+            )
             assert flow.shape == (size, size, 2)
             assert not flow.any()  # below MIN_SIDE pixels flow is defined as zero
+        big = np.zeros((13, 13, 3), np.uint8)  # one pyramid level (OpenCV drops < 16 px)
+        assert not compute_flow(big, big, method).any()
+
+
+def test_snippet_flow_tvl1_batches_like_pairs() -> None:
+    """The ONNX TV-L1 path batches all pairs of a snippet; each flow equals the pair computed
+    alone (with and without the frame before the snippet)."""
+    base = _textured(40, 40, seed=3)
+    frames = np.stack([np.roll(base, (i, 2 * i), axis=(0, 1)) for i in range(3)])
+    prev = np.roll(base, -1, axis=1)
+    flow = snippet_flow(frames, "tvl1", prev=prev)
+    assert flow.shape == (3, 40, 40, 2)
+    np.testing.assert_allclose(flow[0], compute_flow(prev, frames[0], "tvl1"), atol=1e-4)
+    np.testing.assert_allclose(flow[2], compute_flow(frames[1], frames[2], "tvl1"), atol=1e-4)
+    assert np.median(flow[1:, 10:-10, 10:-10, 0]) == pytest.approx(2.0, abs=0.3)
+    no_prev = snippet_flow(frames, "tvl1")
+    np.testing.assert_array_equal(no_prev[0], no_prev[1])
+    np.testing.assert_allclose(no_prev[1:], flow[1:], atol=1e-4)

@@ -139,3 +139,33 @@ def test_module_never_imports_torch() -> None:
         "sys.exit('torch' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+@pytest.mark.slow
+def test_onnx_tvl1_flow_reaches_the_flow_network_on_the_device(backbone_dir) -> None:
+    """flow_engine="onnx": TV-L1 runs as an ONNX graph (hamnet.video.tvl1) and its output, an
+    OrtValue on the provider's device ("cpu" here, "cuda" on a GPU), is bound to the flow
+    network as is; the features equal those of the same values passed from the host."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("hamnet.video.tvl1")
+    from hamnet.video.device import is_ortvalue, ortvalue_shape
+
+    spec = BackboneSpec(name="i3d", flow_method="tvl1", files={"rgb": "rgb.onnx",
+                                                               "flow": "flow.onnx"})
+    auto = I3DBackbone(spec, backbone_dir, threads=2)
+    assert auto.flow_engine == "opencv"  # CPU provider: OpenCV unless asked
+    bb = I3DBackbone(spec, backbone_dir, threads=2, flow_engine="onnx")
+    assert bb.flow_engine == "onnx"
+    clip = synthetic_clip(1)
+    prepared = bb.prepare(clip)
+    flow = prepared["flow"]
+    assert is_ortvalue(flow) and flow.device_name() == "cpu"
+    assert ortvalue_shape(flow) == (1, 2, 16, 224, 224)
+    host = flow.numpy()
+    assert host.min() >= -1 and host.max() <= 1 and np.abs(host).max() > 0.05  # real motion
+    np.testing.assert_array_equal(host[:, :, 0], host[:, :, 1])  # first field repeated
+    got = bb.run(prepared)
+    ref = bb.run({"rgb": prepared["rgb"], "flow": host})
+    np.testing.assert_allclose(got, ref, atol=1e-5, rtol=0)
+    with pytest.raises(BundleError, match="flow_engine must be one of"):
+        I3DBackbone(spec, backbone_dir, flow_engine="cuda")

@@ -29,6 +29,7 @@ _BUILTIN = [
     "hamnet.cli.export",
     "hamnet.cli.export_i3d",
     "hamnet.cli.extract",
+    "hamnet.cli.flow",
     "hamnet.cli.bundle",
     "hamnet.cli.synth",
     "hamnet.cli.demo",

@@ -40,10 +40,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--flow-method",
-        choices=["tvl1", "farneback", "dis"],
+        choices=["tvl1", "tvl1-opencv", "farneback", "dis"],
         default="tvl1",
         help="optical flow algorithm recorded in the spec (default: tvl1, the "
-        "algorithm the standard THUMOS'14 features used)",
+        "algorithm the standard THUMOS'14 features used, run as an ONNX Runtime graph on "
+        "the worker's device; tvl1-opencv: the same model through OpenCV on the CPU, the "
+        "reference)",
     )
     p.add_argument(
         "--recipe",

@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover
 SPEC_FILE = "backbone.json"
 STREAMS = ("rgb", "flow")
 NORMALISATIONS = ("i3d", "unit", "none")  # [-1,1] | [0,1] | raw uint8 values
-FLOW_METHODS = ("tvl1", "farneback", "dis")
+FLOW_METHODS = ("tvl1", "tvl1-opencv", "farneback", "dis")
 
 
 @dataclass(frozen=True)
@@ -273,22 +273,30 @@ def extract_features(
     backbone: Backbone,
     video_path: str | Path,
     progress: Callable[[str, float], None] | None = None,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     max_seconds: float | None = None,
     stats: DecodeStats | None = None,
     *,
     max_duration_s: float | None = None,
     max_dimension: int | None = None,
     max_pixels: int | None = None,
+    threads: int | None = None,
+    pipelined: bool | None = None,
 ) -> tuple[np.ndarray, VideoInfo, np.ndarray]:
     """Decode ``video_path`` and encode it snippet by snippet.
 
-    Streaming with flat memory: at most ``batch_size`` snippets of decoded frames are alive at
-    once, so a two-hour video needs no more memory than a ten-second one. Returns
-    ``(features [T, D] float32, VideoInfo, spans [T, 2] seconds)``. ``progress("extract",
-    fraction)`` is called after every batch (fraction of the probed duration). Pass a
-    :class:`~hamnet.video.decode.DecodeStats` as ``stats`` to learn whether the file was only
-    partially decodable.
+    Streaming with flat memory: at most a few batches of ``batch_size`` snippets of decoded
+    frames are alive at once, so a two-hour video needs no more memory than a ten-second one.
+    ``batch_size`` defaults to the backbone's own (``backbone.batch_size``, sized to its
+    device) or 8. Returns ``(features [T, D] float32, VideoInfo, spans [T, 2] seconds)``.
+    ``progress("extract", fraction)`` is called after every batch (fraction of the probed
+    duration). Pass a :class:`~hamnet.video.decode.DecodeStats` as ``stats`` to learn whether
+    the file was only partially decodable.
+
+    Decoding, flow and the networks overlap (:mod:`hamnet.video.pipelined`) within a budget
+    of ``threads`` (default: ``backbone.threads`` when set, else the available cores);
+    ``pipelined=False`` (or a budget of 1) runs the plain one-thread loop. Both give the same
+    features.
 
     ``max_duration_s``/``max_dimension``/``max_pixels`` (untrusted input; ``None``:
     unbounded) go to :func:`~hamnet.video.decode.probe` (rejects by header, measures a file
@@ -296,49 +304,10 @@ def extract_features(
     decoded time and pictures): :class:`~hamnet.errors.VideoTooLongError`,
     :class:`~hamnet.errors.VideoTooLargeError`, :class:`~hamnet.errors.UnboundedDurationError`.
     """
-    from hamnet.errors import VideoTooShortError
-    from hamnet.video.decode import iter_frames, probe
-    from hamnet.video.snippets import batched, iter_snippets
+    from hamnet.video.pipelined import extract
 
-    spec = backbone.spec
-    limits = {
-        "max_duration_s": max_duration_s,
-        "max_dimension": max_dimension,
-        "max_pixels": max_pixels,
-    }
-    info = probe(video_path, **limits)
-    frames = iter_frames(
-        video_path,
-        spec.fps,
-        resize_shorter=spec.resize_shorter,
-        crop=spec.crop,
-        max_seconds=max_seconds,
-        stats=stats,
-        **limits,
-    )
-    feats: list[np.ndarray] = []
-    spans: list[tuple[float, float]] = []
-    total = info.duration if info.duration and info.duration > 0 else None
-    if progress:
-        progress("extract", 0.0)
-    for batch in batched(iter_snippets(frames, spec.snippet_frames, fps=spec.fps), batch_size):
-        x = np.stack([s.frames for s in batch])
-        out = np.asarray(backbone.encode(x), dtype=np.float32)
-        if out.shape != (len(batch), backbone.feature_dim):
-            raise BundleError(
-                f"backbone {spec.name!r} returned features of shape {out.shape} for "
-                f"{len(batch)} snippets; expected ({len(batch)}, {backbone.feature_dim})"
-            )
-        feats.append(out)
-        spans.extend((s.start, s.end) for s in batch)
-        if progress and total:
-            progress("extract", min(1.0, batch[-1].end / total))
-    if not feats:
-        raise VideoTooShortError(f"{video_path}: no frames could be decoded at {spec.fps} fps")
-    if progress:
-        progress("extract", 1.0)
-    return (
-        np.concatenate(feats, axis=0),
-        info,
-        np.asarray(spans, dtype=np.float64).reshape(-1, 2),
+    return extract(
+        backbone, video_path, progress=progress, batch_size=batch_size,
+        max_seconds=max_seconds, stats=stats, threads=threads, pipelined=pipelined,
+        max_duration_s=max_duration_s, max_dimension=max_dimension, max_pixels=max_pixels,
     )

@@ -38,6 +38,7 @@ import re
 import threading
 import warnings
 from collections.abc import Iterator
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -133,6 +134,7 @@ class DecodeStats:
     end_time: float = 0.0  # end of the last decoded frame, seconds from the first frame
     partial: bool = False
     messages: list[str] = field(default_factory=list)
+    warning: str | None = None  # the PartialDecodeWarning message, when there is one
 
 
 # ----------------------------------------------------------------------------- opening
@@ -617,6 +619,14 @@ def _to_rgb(
     return np.ascontiguousarray(center_crop(rgb, crop))
 
 
+def _to_shared_rgb(
+    frame: av.VideoFrame, rotation: int, size: tuple[int, int], crop: int | None
+) -> np.ndarray:
+    rgb = _to_rgb(frame, rotation, size, crop)
+    rgb.setflags(write=False)  # shared by repeated output frames
+    return rgb
+
+
 # ----------------------------------------------------------------------------- frames
 
 
@@ -632,6 +642,8 @@ def iter_frames(
     max_duration_s: float | None = None,
     max_dimension: int | None = None,
     max_pixels: int | None = None,
+    warn: bool = True,
+    convert_pool: Executor | None = None,
 ) -> Iterator[Frame]:
     """Yield frames resampled to ``fps``: frame k has ``t = k / fps`` and shows the latest
     decoded picture presented at or before ``t``; the last output time is the last one before
@@ -650,6 +662,16 @@ def iter_frames(
     has more than ``max_pixels`` pixels, checked before a picture is converted (and the
     header before anything is decoded). Frames already yielded stay valid; the error ends the
     iteration. ``max_seconds`` (analyse only the start) is not a limit: decoding stops there.
+
+    ``threads``: FFmpeg decoder threads (frame and slice threading; 0 lets FFmpeg pick one per
+    core). ``warn=False`` leaves the partial-decode warning to the caller: the message is in
+    ``stats.warning`` (a decoder running in a producer thread must not warn there, because
+    warning filters and ``pytest.warns`` belong to the consumer's thread).
+
+    ``convert_pool``: convert (resize, rotate, crop) pictures in these threads instead of the
+    decoding one; each ``Frame.image`` is then a ``Future`` of the array, in output order
+    (the pipelined extractor resolves them a few frames behind, so conversions of large
+    pictures run in parallel while FFmpeg decodes the next ones; swscale releases the GIL).
     """
     if not fps > 0:
         raise ValueError(f"fps must be > 0, got {fps}")
@@ -672,7 +694,7 @@ def iter_frames(
         t0: float | None = None
         pending: av.VideoFrame | None = None
         pending_t = 0.0
-        pending_rgb: np.ndarray | None = None
+        pending_rgb: np.ndarray | Future[np.ndarray] | None = None
         last_dt = 1.0 / src_fps
         k = 0
         limit = math.inf if max_seconds is None else max_seconds
@@ -683,9 +705,12 @@ def iter_frames(
             nonlocal k, pending_rgb
             while k / fps < t_end - _EPS and k / fps < limit - _EPS:
                 if pending_rgb is None:
-                    pending_rgb = _to_rgb(pending, rotation, size, crop)
-                    pending_rgb.setflags(write=False)  # shared by repeated output frames
-                yield Frame(pending_rgb, k / fps)
+                    if convert_pool is not None:
+                        pending_rgb = convert_pool.submit(
+                            _to_shared_rgb, pending, rotation, size, crop)
+                    else:
+                        pending_rgb = _to_shared_rgb(pending, rotation, size, crop)
+                yield Frame(pending_rgb, k / fps)  # type: ignore[arg-type]
                 k += 1
                 st.emitted += 1
 
@@ -770,8 +795,10 @@ def iter_frames(
                     else f"decoding stopped at {st.end_time:.2f} s"
                 )
             msg = f"{path}: partially decoded: " + ", ".join(what)
-            log.warning(msg)
-            warnings.warn(msg, PartialDecodeWarning, stacklevel=2)
+            st.warning = msg
+            if warn:
+                log.warning(msg)
+                warnings.warn(msg, PartialDecodeWarning, stacklevel=2)
     finally:
         container.close()
 

@@ -1,11 +1,20 @@
 """Dense optical flow between consecutive frames, and the I3D flow-stream input convention.
 
 Why several methods: the I3D flow stream (and HAM-Net's reported numbers) used TV-L1, which is
-the only choice that matches the published features, but it costs about a second per 224x224
-frame pair on one CPU core (16 pairs per 0.64 s snippet). Farneback and DIS are 50-100x
-faster and good enough for the weight-free motion backbone or for a quick look. The method is
-part of the :class:`~hamnet.video.backbone.BackboneSpec`, so a bundle always uses the flow it
-was trained on.
+the only choice that matches the published features, but OpenCV computes it at about a second
+per 224x224 frame pair on one CPU core (16 pairs per 0.64 s snippet). Farneback and DIS are
+50-100x faster and good enough for the weight-free motion backbone or for a quick look. The
+method is part of the :class:`~hamnet.video.backbone.BackboneSpec`, so a bundle always uses the
+flow it was trained on.
+
+Methods (:data:`METHODS`):
+
+* ``tvl1``: TV-L1 (OpenCV's DualTVL1 model and defaults) as a batched ONNX graph run by ONNX
+  Runtime, on CUDA when available (:mod:`hamnet.video.tvl1`). Same algorithm as
+  ``tvl1-opencv``; it batches every pair of a snippet (or of many snippets) into one run.
+* ``tvl1-opencv``: ``cv2.optflow.DualTVL1OpticalFlow`` itself, one pair at a time on the CPU
+  (the reference the ONNX graph is tested against; see docs/FLOW.md for the parity numbers).
+* ``farneback``, ``dis``: OpenCV's fast methods.
 
 Flow arrays are ``[H, W, 2]`` float32 in pixels, channel 0 = horizontal (x), 1 = vertical (y),
 displacement from ``prev`` to ``nxt``.
@@ -19,7 +28,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-METHODS = ("tvl1", "farneback", "dis")
+METHODS = ("tvl1", "tvl1-opencv", "farneback", "dis")
 I3D_FLOW_BOUND = 20.0  # pixels; kinetics-i3d truncates flow to [-20, 20]
 # Below this many pixels on the shorter side flow is defined as zero: DIS refuses such images,
 # TV-L1's pyramid degenerates, and no backbone here feeds frames this small.
@@ -64,6 +73,8 @@ def compute_flow(prev: np.ndarray, nxt: np.ndarray, method: str = "tvl1") -> np.
     if min(h, w) < MIN_SIDE:
         return np.zeros((h, w, 2), np.float32)
     if method == "tvl1":
+        return _onnx_pairs(a[None], b[None])[0]
+    if method == "tvl1-opencv":
         flow = _tvl1().calc(a, b, None)
     elif method == "farneback":
         # Farneback parameters commonly used for action recognition (OpenCV sample values).
@@ -71,6 +82,16 @@ def compute_flow(prev: np.ndarray, nxt: np.ndarray, method: str = "tvl1") -> np.
     elif method == "dis":
         flow = _dis().calc(a, b, None)
     return np.asarray(flow, dtype=np.float32).reshape(h, w, 2)
+
+
+def _onnx_pairs(prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
+    """ONNX TV-L1 of gray uint8 pairs ``[B, H, W]`` -> ``[B, H, W, 2]`` (batched runs)."""
+    from hamnet.video.tvl1 import TVL1Flow
+
+    b, h, w = prev.shape
+    if b == 0 or min(h, w) < MIN_SIDE:
+        return np.zeros((b, h, w, 2), np.float32)
+    return TVL1Flow(h, w).flow_pairs(prev, nxt)
 
 
 def flow_to_uint8(flow: np.ndarray, bound: float = I3D_FLOW_BOUND) -> np.ndarray:
@@ -107,14 +128,21 @@ def snippet_flow(
     out = np.zeros((n, h, w, 2), np.float32)
     if n == 0:
         return out
+    if method not in METHODS:
+        raise ValueError(f"unknown flow method {method!r}; choose one of {METHODS}")
     grays = [to_gray(f) for f in frames]
     before = to_gray(prev) if prev is not None else None
-    for i in range(n):
-        if i == 0:
-            if before is not None:
-                out[0] = compute_flow(before, grays[0], method)
-            continue
-        out[i] = compute_flow(grays[i - 1], grays[i], method)
+    if before is not None and before.shape != grays[0].shape:
+        raise ValueError(f"frames differ in size: {before.shape} vs {grays[0].shape}")
+    first = 0 if before is not None else 1  # index of the first flow field computed
+    seq = ([before] if before is not None else []) + grays
+    if method == "tvl1":  # all pairs of the snippet in one batched graph run
+        if len(seq) > 1:
+            stack = np.stack(seq)  # [P+1, H, W]
+            out[first:] = _onnx_pairs(stack[:-1], stack[1:])
+    else:
+        for i in range(first, n):
+            out[i] = compute_flow(seq[i - first], seq[i - first + 1], method)
     if before is None and n > 1:
         out[0] = out[1]
     return out

@@ -63,9 +63,10 @@ pure function of its input.
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import cv2
@@ -185,6 +186,63 @@ def _hist(
     return np.bincount(idx, weights=mag, minlength=n_cells * bins).reshape(n_cells, bins)
 
 
+def _hist_k(
+    mag: np.ndarray, ang: np.ndarray, bins: int, cell: np.ndarray | None, n_cells: int
+) -> np.ndarray:
+    """:func:`_hist` of K fields at once: ``mag``/``ang`` ``[K, P]`` -> ``[K, n_cells, bins]``.
+    One bincount over ``(k, cell, bin)``: each bin still sums its own field's pixels in pixel
+    order, so every histogram equals the one :func:`_hist` computes."""
+    k, p = mag.shape
+    idx = (ang * (bins / 360.0) + 0.5).astype(np.intp)  # [K, P] in 0..bins
+    idx[idx == bins] = 0  # = "% bins" (angles are in [0, 360)), without an integer division
+    idx += _bin_offsets(k, p, bins, cell, n_cells)
+    out = np.bincount(idx.ravel(), weights=mag.ravel(), minlength=k * n_cells * bins)
+    return out.reshape(k, n_cells, bins)
+
+
+_OFFSETS: dict[tuple[int, int, int, int, int], tuple[np.ndarray | None, np.ndarray]] = {}
+
+
+def _bin_offsets(
+    k: int, p: int, bins: int, cell: np.ndarray | None, n_cells: int
+) -> np.ndarray:
+    """``[K, P]`` index offsets ``(field * n_cells + cell) * bins`` of :func:`_hist_k`,
+    cached per shape and grid (the same few shapes recur for every snippet)."""
+    key = (k, p, bins, n_cells, id(cell))
+    hit = _OFFSETS.get(key)
+    if hit is not None and hit[0] is cell:  # the entry holds ``cell``: its id is not reused
+        return hit[1]
+    c = np.zeros(p, np.intp) if cell is None else cell.astype(np.intp)
+    off = (np.arange(k, dtype=np.intp)[:, None] * n_cells + c[None, :]) * bins
+    off.setflags(write=False)
+    if len(_OFFSETS) > 64:  # a bound, in case many frame sizes pass through a process
+        _OFFSETS.clear()
+    _OFFSETS[key] = (cell, off)
+    return off
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """Per-size constants of the descriptor: cell ids and pixel coordinates."""
+
+    cell16: np.ndarray
+    n16: np.ndarray
+    cell4: np.ndarray
+    n4: np.ndarray
+    xs: np.ndarray  # flattened x / wh
+    ys: np.ndarray  # flattened y / wh
+
+
+@functools.lru_cache(maxsize=16)
+def _grid(wh: int, ww: int) -> _Grid:
+    cell16, n16 = _cell_index(wh, ww, 4, 4)
+    cell4, n4 = _cell_index(wh, ww, 2, 2)
+    ys, xs = np.mgrid[0:wh, 0:ww].astype(np.float64) / wh
+    for a in (cell16, n16, cell4, n4, xs, ys):
+        a.setflags(write=False)  # shared between snippets and threads
+    return _Grid(cell16, n16, cell4, n4, xs.ravel(), ys.ravel())
+
+
 def _orient_hist(
     dx: np.ndarray, dy: np.ndarray, bins: int, cell: np.ndarray | None, n_cells: int
 ) -> np.ndarray:
@@ -216,7 +274,14 @@ def _affine_fit(
 
 
 class MotionBackbone:
-    """Weight-free backbone: see the module docstring for what each dimension measures."""
+    """Weight-free backbone: see the module docstring for what each dimension measures.
+
+    ``parallel_snippets``: ``encode`` may run on several batches at once from different
+    threads (it keeps no state; OpenCV objects are thread-local), which the pipelined
+    extractor uses to spread the descriptors over the thread budget ``threads`` (``None``:
+    every available core; the worker sets its per-child share)."""
+
+    parallel_snippets = True
 
     def __init__(self, spec: BackboneSpec | None = None) -> None:
         spec = spec or default_spec()
@@ -254,6 +319,7 @@ class MotionBackbone:
         self._flow = None
         self._dim = int(dim) if dim is not None else FEATURE_DIM
         self._actor = str(spec.version) != "1"
+        self.threads: int | None = None
 
     @property
     def spec(self) -> BackboneSpec:
@@ -298,53 +364,74 @@ class MotionBackbone:
         to_speed = 100.0 * spec.fps / wh
         bd = max(1, wh // 24)  # border ignored by the flow statistics (3 px at 72)
         n_flow = len(gray) - 1
-        cell16, n16 = _cell_index(wh, ww, 4, 4)
-        cell4, n4 = _cell_index(wh, ww, 2, 2)
+        grid = _grid(wh, ww)
+        cell16, n16, cell4, n4 = grid.cell16, grid.n16, grid.cell4, grid.n4
         npix = float(wh * ww)
-
-        hof_grid = np.zeros((16, 8))
-        hof_glob = np.zeros((n_flow, 12))
-        mbh = np.zeros((2, 5, 8))
         thresholds = np.array([2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0])
-        frac = np.zeros((n_flow, 8))
+
+        # All flows of the snippet at once ([K, wh, ww, 2], K = n_flow): the statistics below
+        # are batched over K (one numpy call instead of K), which is what makes the
+        # descriptor cheap enough to keep up with decoding. Every reduction still runs over
+        # the same elements in the same order as the per-flow loop of the first release, so
+        # the features are those of the released descriptor (tests/video/test_motion_parity).
+        f = np.stack(
+            [np.asarray(flow_fn(gray[k], gray[k + 1]), np.float32).reshape(wh, ww, 2)
+             for k in range(n_flow)]
+        )
+        # [K, 2] camera/background drift (an order statistic: computed on a contiguous
+        # [K, 2, P] copy, where partitioning is fastest, it is the same number)
+        med = np.median(np.ascontiguousarray(f.reshape(n_flow, -1, 2).transpose(0, 2, 1)),
+                        axis=2)
+        r = (f - med[:, None, None, :]) * to_speed  # residual, %H/s
+        # Dead zone: flow noise on still pixels (< 3 %H/s) is not motion.
+        r[np.hypot(r[..., 0], r[..., 1]) < _DEAD_ZONE] = 0.0
+        # Flow is unreliable where content enters or leaves the picture: ignore the border.
+        r[:, :bd], r[:, -bd:], r[:, :, :bd], r[:, :, -bd:] = 0.0, 0.0, 0.0, 0.0
+        u, v = r[..., 0], r[..., 1]  # [K, wh, ww]
+        flat, ang = _polar(u, v)
+        flat, ang = flat.reshape(n_flow, -1), ang.reshape(n_flow, -1)  # [K, wh*ww]
+        hof_grid = (_hist_k(flat, ang, 8, cell16, 16) / n16[:, None]).sum(0)  # [16, 8]
+        hof_glob = _hist_k(flat, ang, 12, None, 1)[:, 0] / npix  # [K, 12]
+        # motion boundaries: spatial gradients of u and of v, per flow
+        gx = np.empty((2, n_flow, wh, ww), np.float32)
+        gy = np.empty((2, n_flow, wh, ww), np.float32)
+        for c, comp in enumerate((u, v)):
+            for k in range(n_flow):
+                gx[c, k] = cv2.Sobel(comp[k], cv2.CV_32F, 1, 0, ksize=3) / 8.0
+                gy[c, k] = cv2.Sobel(comp[k], cv2.CV_32F, 0, 1, ksize=3) / 8.0
+        gmag, gang = _polar(gx, gy)
+        h4 = _hist_k(
+            gmag.reshape(2 * n_flow, -1), gang.reshape(2 * n_flow, -1), 8, cell4, 4
+        ).reshape(2, n_flow, 4, 8)
+        mbh = np.zeros((2, 5, 8))
+        mbh[:, 0] = (h4.sum(2) / npix).sum(1)
+        mbh[:, 1:] = (h4 / n4[:, None]).sum(1)
+        # [K, 8] fractions: integer counts / P, the float64 value the boolean mean gives
+        frac = np.count_nonzero(flat[:, :, None] > thresholds, axis=1) / flat.shape[1]
+        q = np.percentile(flat, [95, 99], axis=1)  # [2, K]
+        means = flat.mean(axis=1)
         p95 = p99 = mean_speed = flow_change = 0.0
-        vel = np.zeros((n_flow, 2))
+        for k in range(n_flow):  # scalar sums in the released order and precision
+            p95 += q[0, k]
+            p99 += q[1, k]
+            mean_speed += means[k]
+        changes = np.abs(np.diff(r, axis=0)).reshape(max(0, n_flow - 1), -1).mean(axis=1)
+        for d in changes:
+            flow_change += d
+        wsum = flat.sum(axis=1) + 1e-6
+        mag = flat.reshape(n_flow, wh, ww)
+        vel = np.stack(
+            [(u * mag).reshape(n_flow, -1).sum(1) / wsum,
+             (v * mag).reshape(n_flow, -1).sum(1) / wsum], 1
+        ).astype(np.float64)  # [K, 2]
+        xs, ys = grid.xs, grid.ys
         affine = np.zeros((n_flow, 4))
         actor: list[np.ndarray | None] = []
-        ys, xs = np.mgrid[0:wh, 0:ww].astype(np.float64) / wh
-        xs, ys = xs.ravel(), ys.ravel()
-        prev_r = None
         for k in range(n_flow):
-            f = np.asarray(flow_fn(gray[k], gray[k + 1]), np.float32).reshape(wh, ww, 2)
-            r = (f - np.median(f.reshape(-1, 2), axis=0)) * to_speed  # residual, %H/s
-            # Dead zone: flow noise on still pixels (< 3 %H/s) is not motion.
-            r[np.hypot(r[..., 0], r[..., 1]) < _DEAD_ZONE] = 0.0
-            # Flow is unreliable where content enters or leaves the picture: ignore the border.
-            r[:bd], r[-bd:], r[:, :bd], r[:, -bd:] = 0.0, 0.0, 0.0, 0.0
-            u, v = r[..., 0], r[..., 1]
-            flat, ang = _polar(u, v)
-            mag = flat.reshape(wh, ww)
-            hof_grid += _hist(flat, ang, 8, cell16, 16) / n16[:, None]
-            hof_glob[k] = _hist(flat, ang, 12)[0] / npix
-            for c, comp in enumerate((u, v)):
-                gx = cv2.Sobel(comp, cv2.CV_32F, 1, 0, ksize=3) / 8.0
-                gy = cv2.Sobel(comp, cv2.CV_32F, 0, 1, ksize=3) / 8.0
-                h4 = _orient_hist(gx, gy, 8, cell4, 4)
-                mbh[c, 0] += h4.sum(0) / npix
-                mbh[c, 1:] += h4 / n4[:, None]
-            frac[k] = (flat[:, None] > thresholds[None, :]).mean(axis=0)
-            q95, q99 = np.percentile(flat, [95, 99])
-            p95 += q95
-            p99 += q99
-            mean_speed += flat.mean()
-            wsum = flat.sum() + 1e-6
-            vel[k] = [(u * mag).sum() / wsum, (v * mag).sum() / wsum]
-            affine[k] = _affine_fit(xs, ys, u.ravel(), v.ravel(), flat)
+            uk, vk = u[k].ravel(), v[k].ravel()
+            affine[k] = _affine_fit(xs, ys, uk, vk, flat[k])
             if self._actor:
-                actor.append(_actor_stats(u.ravel(), v.ravel(), flat, xs, ys))
-            if prev_r is not None:
-                flow_change += np.abs(r - prev_r).mean()
-            prev_r = r
+                actor.append(_actor_stats(uk, vk, flat[k], xs, ys))
 
         blocks: list[np.ndarray] = []
         # hof_grid (128): mean %H/s per cell and direction
