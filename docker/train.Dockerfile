@@ -19,6 +19,12 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 COPY docker/requirements/train.txt /tmp/requirements.txt
 RUN pip install --no-compile -r /tmp/requirements.txt
+# The training worker (`hamnet worker --queues train`, compose service `trainer`) also runs
+# Celery on Redis: the worker image's pins, without its ONNX Runtime build (this image has
+# its own, pinned above).
+COPY docker/requirements/worker.txt /tmp/worker-requirements.txt
+RUN grep -v '^onnxruntime' /tmp/worker-requirements.txt > /tmp/trainer-requirements.txt \
+    && pip install --no-compile -r /tmp/trainer-requirements.txt --constraint /tmp/requirements.txt
 # torch's own dependencies are already pinned above; only torch (and, for CUDA builds, its
 # nvidia-* libraries) comes from the PyTorch index.
 RUN pip install --no-compile --index-url "${TORCH_INDEX_URL}" --constraint /tmp/requirements.txt \

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from hamnet_jobs.queue import publisher as make_publisher
+from hamnet_jobs.registry import ModelRegistry
 from hamnet_jobs.storage import Storage, make_storage
 from hamnet_jobs.store import JobStore, connect
 from hamnet_jobs.telemetry import Telemetry
@@ -82,3 +83,10 @@ model_state = ModelState()
 
 def get_model_state() -> ModelState:
     return model_state
+
+
+@lru_cache(maxsize=1)
+def registry() -> ModelRegistry:
+    """The model registry (named, versioned bundles; ``default`` is :data:`model_state`'s
+    bundle, the one the deployment is configured with)."""
+    return ModelRegistry(store().r, storage(), default_bundle=model_state.path)

@@ -21,10 +21,12 @@ from typing import Any
 from hamnet_jobs import keys
 from hamnet_jobs.queue import send_job
 from hamnet_jobs.record import utcnow
+from hamnet_jobs.registry import ModelRegistry
 from hamnet_jobs.storage import make_storage
 from hamnet_jobs.store import JobStore, connect
 from hamnet_jobs.telemetry import Telemetry
 
+from hamnet_worker.models import ModelCache
 from hamnet_worker.settings import WorkerSettings, get_settings
 
 log = logging.getLogger("hamnet.worker")
@@ -84,18 +86,51 @@ class Runtime:
         self._stop = threading.Event()
         self._publisher: Any = None
         self._failing = False
+        self.registry = ModelRegistry(
+            client, self.storage, default_bundle=lambda: resolve_bundle_path(settings.bundle))
+        self.models = ModelCache(self.registry, Path(settings.data_dir) / "models-cache",
+                                 settings.model_cache_size, load=self._load_sessions,
+                                 evict=self._evict_sessions)
 
     # ---- model -----------------------------------------------------------------------------
+    def _providers(self) -> list[str] | None:
+        return [p.strip() for p in self.settings.providers.split(",") if p.strip()] or None
+
+    def _load_sessions(self, path: Path) -> Any:
+        """Load a bundle and create its ONNX sessions (cached by ``hamnet.pipeline``, so
+        ``predict_video`` reuses them)."""
+        from hamnet import pipeline
+
+        bundle = pipeline.get_bundle(path)
+        pipeline.get_backbone(bundle, self._providers(), threads=self.threads)
+        pipeline.get_head(bundle, self._providers(), threads=self.threads)
+        return bundle
+
+    def _evict_sessions(self, bundle: Any) -> None:
+        from hamnet import pipeline
+
+        if bundle is self._bundle:
+            return  # the default model stays loaded
+        pipeline.evict(bundle)
+
+    def bundle_for(self, model: dict[str, Any] | None, owner: str | None) -> Any:
+        """The bundle a job's model reference names: the default one (no reference, or
+        ``default``) or a registry version, loaded on first use (:mod:`hamnet_worker.models`),
+        so a model published after this worker started is served without a restart."""
+        ref = (model or {}).get("ref")
+        if not ref or ref == "default":
+            return self.bundle()
+        return self.models.get(owner, model or {})
+
     def bundle(self) -> Any:
-        """Load the bundle and create its ONNX sessions once per process (the pipeline caches
-        them by bundle checksum, so ``predict_video`` reuses these)."""
+        """Load the default bundle and create its ONNX sessions once per process (the
+        pipeline caches them by bundle checksum, so ``predict_video`` reuses these)."""
         with self._lock:
             if self._bundle is None:
                 from hamnet import pipeline
 
                 path = resolve_bundle_path(self.settings.bundle)
-                providers = [p.strip() for p in self.settings.providers.split(",")
-                             if p.strip()] or None
+                providers = self._providers()
                 t0 = time.perf_counter()
                 try:
                     bundle = pipeline.get_bundle(path)
@@ -126,6 +161,7 @@ class Runtime:
             "checksum": getattr(b, "checksum", None),
             "provider": self.provider,
             "backbone_provider": self.backbone_provider,
+            "registry_models": self.models.loaded(),
         }
 
     # ---- jobs ------------------------------------------------------------------------------
