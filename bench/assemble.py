@@ -17,8 +17,13 @@ ORDER = [
     ("ablation", "Ablations: losses and post-processing quirk fixes"),
     ("video", "Video pipeline: decode, flow, motion backbone, memory"),
     ("i3d", "I3D two-stream backbone"),
+    ("flow", "TV-L1 optical flow: ONNX Runtime graph vs OpenCV"),
+    ("device", "Device benchmark (GPU worker)"),
     ("demo", "Default bundle (`hamnet demo`)"),
     ("trust", "Trust: out-of-domain flag, calibrated confidence, clean segments"),
+    ("custom_model", "Custom model through the service: upload, train, serve"),
+    ("sources", "Remote sources: download throughput and resume"),
+    ("stream", "Live streams: online vs offline localization"),
     ("service", "Service: end-to-end latency and status polling"),
     ("load", "Load (see also RELIABILITY.md)"),
 ]

@@ -2,8 +2,9 @@
 # Start the whole stack locally on a fresh machine: install what is missing
 # (scripts/bootstrap.sh), build the default model bundle if absent (`hamnet demo`: about ten
 # minutes on 2 CPU cores, once; it renders training videos and trains the model on this CPU),
-# then start Redis (append-only, state in .hamnet/), one Celery worker and the gateway, and
-# print the URL. Ctrl-C stops everything.
+# then start Redis (append-only, state in .hamnet/), one Celery worker, a live-stream slot, the
+# training worker (datasets -> your own model) and the gateway, and print the URL. Ctrl-C stops
+# everything.
 #
 # Environment (all optional): HAMNET_PORT (8000), HAMNET_HOST (127.0.0.1), HAMNET_BUNDLE (a bundle
 # directory instead of the default one), HAMNET_REDIS_URL (use this Redis instead of starting
@@ -88,9 +89,18 @@ if [[ -z "${HAMNET_REDIS_URL:-}" ]]; then
 fi
 echo "[run] redis: $HAMNET_REDIS_URL"
 
-# 3. One worker and the gateway.
+# 3. One inference worker, one live-stream slot, the training worker and the gateway
+#    (HAMNET_RUN_STREAMS=0 / HAMNET_RUN_TRAINER=0 leave those two out).
 hamnet worker --concurrency "${HAMNET_CONCURRENCY:-1}" >"$HOME_DIR/logs/worker.log" 2>&1 &
 pids+=($!)
+if [ "${HAMNET_RUN_STREAMS:-1}" != 0 ]; then
+  hamnet worker --streams only --concurrency 1 >"$HOME_DIR/logs/streams.log" 2>&1 &
+  pids+=($!)
+fi
+if [ "${HAMNET_RUN_TRAINER:-1}" != 0 ]; then
+  hamnet worker --queues train >"$HOME_DIR/logs/trainer.log" 2>&1 &
+  pids+=($!)
+fi
 hamnet serve --port "$HAMNET_PORT" --host "$HAMNET_HOST" >"$HOME_DIR/logs/gateway.log" 2>&1 &
 pids+=($!)
 

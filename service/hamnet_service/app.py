@@ -21,7 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from hamnet import __version__
 
 from hamnet_service import errors, metrics, state
-from hamnet_service.routes import health, jobs, models
+from hamnet_service.routes import batches, datasets, health, jobs, models, streams, trainings
 from hamnet_service.settings import get_settings
 
 log = logging.getLogger("hamnet.service")
@@ -89,6 +89,13 @@ async def _sweeper() -> None:
             for job_id in await asyncio.to_thread(sweep_orphans, state.store(),
                                                   state.storage(), s.orphan_after_s):
                 log.warning("job %s was recorded but never queued: failed", job_id)
+            from hamnet_service.services import datasets as ds_service
+
+            for ds_id in await asyncio.to_thread(ds_service.sweep_stale,
+                                                 ds_service.dataset_store(),
+                                                 ds_service.blob_store(), state.storage(),
+                                                 s.dataset_stale_s):
+                log.warning("dataset %s: its validation was interrupted: failed", ds_id)
             failing = False
         except Exception:
             if not failing:  # once per outage, with the traceback
@@ -133,8 +140,12 @@ def create_app() -> FastAPI:
     )
     errors.install(app)
     app.include_router(jobs.router)
+    app.include_router(batches.router)
     app.include_router(models.router)
     app.include_router(health.router)
+    app.include_router(datasets.router)
+    app.include_router(trainings.router)
+    app.include_router(streams.router)
     app.add_middleware(EdgeMiddleware)
     app.add_api_route("/", _index, include_in_schema=False, response_class=HTMLResponse)
     app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")

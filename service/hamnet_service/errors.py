@@ -46,7 +46,7 @@ def error_response(
 def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` entries for the error statuses a route can return."""
     text = {
-        400: "Malformed request", 401: "Missing or invalid API key", 404: "No such job", 408: "Upload stalled",
+        400: "Malformed request", 401: "Missing or invalid API key", 404: "No such job or model", 408: "Upload stalled",
         409: "Conflict", 413: "Upload or form field too large", 415: "Not a video",
         422: "Invalid parameter or unusable video", 429: "Queue full or rate limited",
         500: "Unexpected error (logged with the request id it names)",

@@ -81,6 +81,47 @@ class JobCollector:
 REGISTRY.register(JobCollector())
 
 
+class StreamCollector:
+    """Live streams (docs/STREAMS.md): slots (stream-worker children, one stream each), streams
+    by status, segments published, streams ended by status."""
+
+    def describe(self):  # noqa: ANN201 (prometheus_client protocol)
+        return []
+
+    def collect(self):  # noqa: ANN201 (prometheus_client protocol)
+        from hamnet_service.services.streams import get_stream_store, slots
+
+        try:
+            store = get_stream_store()
+            stats = store.stats()
+            total, busy = slots(store)
+        except Exception:
+            return
+        g = GaugeMetricFamily("hamnet_stream_slots", "Stream worker slots (one stream each)",
+                              labels=["state"])
+        g.add_metric(["total"], total)
+        g.add_metric(["busy"], busy)
+        yield g
+        a = GaugeMetricFamily("hamnet_streams_active", "Live streams by status",
+                              labels=["status"])
+        a.add_metric(["running"], stats["running"])
+        a.add_metric(["queued"], max(0, stats["active"] - stats["running"]))
+        yield a
+        c = stats["counters"]
+        seg = CounterMetricFamily("hamnet_stream_segments_published",
+                                  "Segments published by live streams")
+        seg.add_metric([], c.get("segments", 0))
+        yield seg
+        e = CounterMetricFamily("hamnet_streams_ended", "Live streams that ended, by status",
+                                labels=["status"])
+        for status in ("finished", "failed", "stopped"):
+            e.add_metric([status], c.get(status, 0))
+        yield e
+
+
+REGISTRY.register(StreamCollector())
+
+
 def render() -> bytes:
     return generate_latest(REGISTRY)
 

@@ -43,6 +43,9 @@ class ModelRef(BaseModel):
     card: ModelCardSummary | None = Field(
         None, description="compact model card: set in results of bundles that have one, null "
         "in job records; the full card is in `GET /v1/models`")
+    ref: str | None = Field(
+        None, description="the registry reference the job was resolved to at submission: "
+        "`default` or `NAME@VERSION` (`name`/`version` are the bundle's own)")
 
 
 class ResultModel(ModelRef):
@@ -86,6 +89,38 @@ class WebhookSecret(BaseModel):
                         "`Hamnet-Signature: t=<unix time>,v1=<hex>` over `<t>.<body>`")
 
 
+class SourceInfo(BaseModel):
+    uri: str = Field(description="the source URL; query values are shown as `REDACTED` (a "
+                     "presigned URL's signature is a credential)")
+    kind: Literal["https", "http", "s3"]
+
+
+class OutputInfo(BaseModel):
+    uri: str = Field(description="`s3://` object the result JSON is written to")
+    written: bool | None = Field(None, description="null until the job succeeded; false: "
+                                 "the write failed (`error`), the result is still kept")
+    written_at: str | None = None
+    error: str | None = None
+
+
+class JobSourceRequest(BaseModel):
+    """``POST /v1/jobs`` as JSON: a remote video instead of an upload."""
+
+    model_config = ConfigDict(extra="forbid")
+    source_url: str = Field(max_length=2048, description="`https://`, `http://` or "
+                            "`s3://bucket/key` (docs/SOURCES.md)")
+    output_uri: str | None = Field(None, max_length=2048, description="`s3://bucket/prefix/` "
+                                   "or `same` (next to an s3:// source): where the result JSON "
+                                   "is also written")
+    model: str | None = Field(None, description="`NAME[@VERSION]`; default: the default model")
+    min_score: float | None = Field(None, ge=0, le=1)
+    min_raw_score: float | None = None
+    include: list[str] | str | None = None
+    exclude: list[str] | str | None = None
+    callback_url: str | None = Field(None, max_length=2048)
+    tag: str | None = Field(None, max_length=200)
+
+
 class Job(BaseModel):
     id: str
     status: Status
@@ -107,6 +142,9 @@ class Job(BaseModel):
     requeues: int = Field(0, ge=0, description="times the job was queued again because its "
                           "worker was lost")
     tag: str | None = None
+    source: SourceInfo | None = Field(None, description="the remote source (docs/SOURCES.md)")
+    output: OutputInfo | None = Field(None, description="the result copy (`output_uri`)")
+    batch: str | None = Field(None, description="id of the batch the job belongs to")
     links: dict[str, str] = Field(default_factory=dict)
 
 
@@ -309,12 +347,232 @@ class ModelInfo(BaseModel):
     providers: list[str] = Field(
         default_factory=list, description="execution providers the live workers report"
     )
+    ref: str = Field("default", description="what to send as `model=` with `POST /v1/jobs` "
+                     "to get exactly this version: `default` or `NAME@VERSION`")
+    registry_name: str = Field("default", description="the model's name in the registry "
+                               "(`default`: the deployment's own model)")
+    registry_version: int = Field(1, ge=1, description="version in the registry (immutable)")
+    versions: list[int] = Field(default_factory=list, description="every version of this "
+                                "name the caller may use, oldest first")
+    shared: bool = Field(True, description="readable by every caller (the default model and "
+                         "operator-published models); false: the caller's own")
+    published: str | None = Field(None, description="when this version was published")
+    size_bytes: int | None = Field(None, description="total size of the bundle's files")
+    source: dict[str, Any] | None = Field(None, description="where the version came from, "
+                                          "e.g. `{\"training\": id, \"dataset\": id}`")
 
 
 class ModelList(BaseModel):
+    """``models[0]`` is the default model (unchanged from before the registry); the caller's
+    own and the shared models follow, each at its latest version."""
+
     models: list[ModelInfo]
+
+
+class ModelVersions(BaseModel):
+    name: str = Field(description="registry name")
+    versions: list[ModelInfo] = Field(description="oldest first; each with its full card")
 
 
 class Health(BaseModel):
     status: Literal["ok", "unavailable"]
     checks: dict[str, Any] = Field(default_factory=dict)
+
+
+class DatasetItemError(BaseModel):
+    code: str
+    message: str
+    line: int | None = Field(None, description="line of labels.csv (1: the header)")
+    member: str | None = Field(None, description="archive member")
+
+
+class Dataset(BaseModel):
+    """A labelled dataset (docs/TRAINING.md): ``validating`` -> ``ready`` | ``failed``."""
+
+    id: str
+    name: str
+    status: Literal["validating", "ready", "failed"]
+    stage: str | None = None
+    progress: int = 0
+    error: DatasetItemError | None = None
+    errors: list[DatasetItemError] = Field(default_factory=list, description="one per bad "
+                                           "video or labels.csv line")
+    videos: int = 0
+    classes: dict[str, int] = Field(default_factory=dict, description="videos per label")
+    size_bytes: int | None = None
+    filename: str | None = None
+    created_at: str
+    updated_at: str | None = None
+    finished_at: str | None = None
+    links: dict[str, str] = Field(default_factory=dict)
+
+
+class DatasetList(BaseModel):
+    datasets: list[Dataset]
+    total: int
+
+
+class TrainingRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str = Field(pattern=r"^[A-Za-z0-9_-]{16,64}$", description="a `ready` dataset")
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$", description="registry name of "
+                      "the model it publishes (`model=NAME` on jobs)")
+    backbone: Literal["motion"] = Field("motion", description="feature extractor")
+    epochs: int | None = Field(None, ge=1, le=500, description="default: 4800 / the dataset's "
+                                "videos, within 10-100 (60 for 80 videos, 20 for 240)")
+    validation_fraction: float | None = Field(None, ge=0.0, le=0.5, description="share of "
+                                              "videos held out for validation (default 0.2)")
+    seed: int | None = Field(None, ge=0, le=2**31 - 1, description="split and init seed")
+
+
+class Training(BaseModel):
+    """A training job; `history` has one row per finished epoch (losses, validation mAP)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    name: str
+    dataset: str
+    backbone: str
+    epochs: int
+    validation_fraction: float
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    stage: str | None = None
+    progress: int = 0
+    epoch: int = 0
+    history: list[dict[str, Any]] = Field(default_factory=list)
+    error: ErrorDetail | None = None
+    model: dict[str, Any] | None = Field(None, description="the published model: name, "
+                                         "version, checksum, ref (send as `model=`)")
+    metrics: dict[str, Any] | None = None
+    created_at: str
+    links: dict[str, str] = Field(default_factory=dict)
+
+
+class TrainingList(BaseModel):
+    trainings: list[Training]
+    total: int
+
+
+class BatchRequest(BaseModel):
+    """``POST /v1/batches``: `sources` or `s3_prefix`, and the job options for all of them."""
+
+    model_config = ConfigDict(extra="forbid")
+    sources: list[str] | None = Field(None, description="source URLs, one job each")
+    s3_prefix: str | None = Field(None, description="`s3://bucket/prefix/`: one job per video "
+                                  "object under it (by extension)")
+    output_uri: str | None = Field(None, description="`s3://bucket/prefix/` or `same`")
+    model: str | None = None
+    min_score: float | None = Field(None, ge=0, le=1)
+    min_raw_score: float | None = None
+    include: list[str] | str | None = None
+    exclude: list[str] | str | None = None
+    callback_url: str | None = None
+    tag: str | None = Field(None, max_length=200)
+
+
+class BatchCounts(BaseModel):
+    total: int = 0
+    queued: int = 0
+    running: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    expired: int = Field(0, description="jobs whose records are gone (TTL)")
+
+
+class BatchJob(BaseModel):
+    id: str
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled", "expired"]
+    source: str
+    error: ErrorDetail | None = None
+    output: OutputInfo | None = None
+    links: dict[str, str] = Field(default_factory=dict)
+
+
+class Batch(BaseModel):
+    id: str
+    status: Literal["active", "done"] = Field(description="`done`: every job is finished")
+    created_at: str
+    s3_prefix: str | None = None
+    output_uri: str | None = None
+    tag: str | None = None
+    counts: BatchCounts
+    jobs: list[BatchJob]
+    links: dict[str, str] = Field(default_factory=dict)
+
+
+class BatchList(BaseModel):
+    batches: list[Batch]
+    total: int
+    limit: int
+    offset: int
+    next_offset: int | None = None
+
+
+# ---- live streams (docs/STREAMS.md) -----------------------------------------------------------
+
+
+class StreamCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: str = Field(max_length=2048, description="rtsp://, rtmp://, an HLS playlist "
+                     "(https://.../index.m3u8) or an http(s) progressive stream")
+    model: str | None = Field(None, max_length=200, description="`default`, `name` or "
+                              "`name@version`; none: the default model")
+    callback_url: str | None = Field(None, max_length=2048, description="POSTed every "
+                                     "segment as it closes, and the end, signed "
+                                     "(`Hamnet-Signature`); public http(s) hosts only")
+    tag: str | None = Field(None, max_length=200, description="free text echoed back")
+
+
+class StreamSegment(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    seq: int = Field(description="event sequence number (the SSE `id`)")
+    label: str
+    label_id: int
+    start: float = Field(description="stream time, seconds since the stream's first frame")
+    end: float
+    score: float
+    confidence: float | None = None
+    start_at: float | None = Field(None, description="unix time of `start`")
+    end_at: float | None = None
+    stream_time: float = Field(description="how far the stream had played when published")
+    published_at: float = Field(description="unix time the segment was published")
+
+
+class Stream(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: str
+    url: str
+    status: Literal["queued", "running", "finished", "failed", "stopped"]
+    state: str | None = Field(None, description="while running: connecting, live, "
+                              "reconnecting")
+    error: ErrorDetail | None = None
+    created_at: str
+    updated_at: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    origin_at: float | None = Field(None, description="unix time of stream time 0")
+    model: dict[str, Any] | None = None
+    callback_url: str | None = None
+    tag: str | None = None
+    attempts: int = 0
+    reconnects: int = Field(0, description="times the source was opened again")
+    window: dict[str, Any] | None = Field(None, description="the sliding window in use "
+                                          "(seconds; docs/STREAMS.md)")
+    segments: int = Field(0, description="segments published so far")
+    last_seq: int = 0
+    stream_seconds: float = Field(0.0, description="stream time processed so far")
+    callbacks: dict[str, int] = Field(default_factory=dict)
+    recent: list[StreamSegment] | None = Field(None, description="the rolling result: the "
+                                               "latest segments, oldest first")
+    links: dict[str, str] = Field(default_factory=dict)
+
+
+class StreamList(BaseModel):
+    streams: list[Stream]
+    total: int
+    limit: int
+    offset: int
+    next_offset: int | None = None

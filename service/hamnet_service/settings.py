@@ -58,6 +58,14 @@ class ServiceSettings(SharedSettings):
     max_fields: int = Field(default=16, ge=1)
     partial_idle_s: float = Field(default=60.0, gt=0, description="stale partial uploads")
     worker_stale_s: float = Field(default=30.0, gt=0)
+    # Labelled datasets (docs/TRAINING.md): limits of an uploaded archive.
+    dataset_max_bytes: int = Field(default=8 * 1024**3, ge=1, description="archive upload")
+    dataset_max_members: int = Field(default=5000, ge=1)
+    dataset_max_unpacked_bytes: int = Field(default=16 * 1024**3, ge=1)
+    dataset_max_ratio: float = Field(default=200.0, gt=1, description="zip bomb guard")
+    dataset_min_videos: int = Field(default=2, ge=1)
+    dataset_stale_s: float = Field(default=120.0, gt=0, description="a dataset whose "
+                                   "validation has not reported for this long is failed")
 
     @property
     def keys(self) -> list[str]:

@@ -207,11 +207,13 @@ def _uncancel() -> None:
 
 async def receive(
     request: Request, path: Path, max_bytes: int, max_field: int, max_fields: int,
-    idle_s: float = 60.0,
+    idle_s: float = 60.0, require_file: bool = True,
 ) -> Upload:
     """Stream the multipart body into ``path``. ``idle_s`` is the sweeper's threshold for
     orphaned partial files: a live upload touches its file at least every ``idle_s / 4``,
-    and a client that sends nothing for ``idle_s / 2`` gets 408 (its file would be swept)."""
+    and a client that sends nothing for ``idle_s / 2`` gets 408 (its file would be swept).
+    Without ``require_file`` a form with no ``file`` part is returned with ``size`` 0 (a
+    ``source_url`` job, docs/SOURCES.md)."""
     ctype, opts = parse_options_header(request.headers.get("content-type"))
     if ctype != b"multipart/form-data" or not opts.get(b"boundary"):
         raise ApiError(
@@ -252,9 +254,9 @@ async def receive(
         parser.finalize()
         if not rx.ended:
             raise ApiError(400, "malformed_multipart", "the multipart body is incomplete")
-        if rx.files == 0:
+        if rx.files == 0 and require_file:
             raise ApiError(422, "missing_file", "the form has no `file` part")
-        if rx.up.size == 0:
+        if rx.files and rx.up.size == 0:
             raise ApiError(422, "empty_file", "the uploaded file is empty")
         rx.up.sha256 = rx._hash.hexdigest()
         ok = True

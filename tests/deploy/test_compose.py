@@ -919,3 +919,51 @@ def test_lock_files_agree_with_each_other() -> None:
 def test_lock_check_is_a_documented_maintainer_command() -> None:
     text = (ROOT / "docs" / "DEPLOY.md").read_text()
     assert "docker/requirements/lock.py --check" in text
+
+
+def test_trainer_is_the_train_image_on_the_train_queue(services: dict, monkeypatch) -> None:
+    """The training worker (docs/TRAINING.md): `hamnet worker --queues train` from the train
+    image (torch), sharing the uploads volume (datasets, checkpoints, models) with the gateway,
+    GPU when reserved and CPU torch without a reservation in the CPU override."""
+    from hamnet.cli import build_parser
+
+    t = services["trainer"]
+    assert _dockerfile_of(t).name == "train.Dockerfile"
+    argv = hamnet_argv(t)
+    assert argv[:2] == ["hamnet", "worker"] and argv[argv.index("--queues") + 1] == "train"
+    build_parser().parse_args(argv[1:])
+    mounts = {_mount_target(v)[1]: _mount_target(v) for v in t["volumes"]}
+    gw_data = env_of(services["gateway"])["HAMNET_DATA_DIR"]
+    assert env_of(t)["HAMNET_DATA_DIR"] == gw_data
+    assert mounts[gw_data][0] == next(_mount_target(v)[0] for v in services["gateway"]["volumes"]
+                                      if _mount_target(v)[1] == gw_data)
+    for k in list(os.environ):
+        if k.startswith("HAMNET_"):
+            monkeypatch.delenv(k)
+    for k, v in env_of(t).items():
+        monkeypatch.setenv(k, v)
+    from hamnet_worker.settings import WorkerSettings
+
+    WorkerSettings()  # time limits ordered
+    devices = t["deploy"]["resources"]["reservations"]["devices"]
+    assert any("gpu" in d.get("capabilities", []) for d in devices)
+    cpu = load_compose(COMPOSE_CPU)["services"]["trainer"]
+    assert isinstance(cpu["deploy"], Tagged) and cpu["deploy"].tag == "!reset"
+    assert cpu["build"]["args"]["TORCH_INDEX_URL"].endswith("/cpu")
+    assert cpu["image"] != t["image"]
+
+
+def test_streams_service_is_a_stream_worker(services: dict) -> None:
+    """docs/STREAMS.md: the `streams` service consumes only the streams queue, with the
+    worker's image (CPU override included) and the shared data and bundle volumes."""
+    from hamnet.cli import build_parser
+
+    svc = services["streams"]
+    argv = hamnet_argv(svc)
+    args = build_parser().parse_args(argv[1:])
+    assert argv[1] == "worker" and args.streams == "only"
+    assert svc["image"] == services["worker"]["image"]
+    assert {_mount_target(v)[1] for v in svc["volumes"]} == \
+        {_mount_target(v)[1] for v in services["worker"]["volumes"]}
+    cpu = load_compose(COMPOSE_CPU)["services"]
+    assert cpu["streams"]["image"] == cpu["worker"]["image"]

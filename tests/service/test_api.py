@@ -231,6 +231,9 @@ def test_idempotency_key(api: httpx.Client, small_video: Path, short_video: byte
     assert again.headers["idempotent-replayed"] == "true"
     other = post(api, short_video, headers=key)
     assert other.status_code == 409 and err(other) == "idempotency_key_reused"
+    # the same video with other parameters is another request, not a replay
+    options = post(api, small_video.read_bytes(), headers=key, min_score=0.5)
+    assert options.status_code == 409 and err(options) == "idempotency_key_reused"
 
 
 def test_security_headers(api: httpx.Client) -> None:

@@ -44,6 +44,20 @@ def test_run_script_starts_and_stops_everything(bundle_dir, tmp_path) -> None:
         assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10).status_code == 200
         assert _listening(redis_port)
         assert (tmp_path / "redis" / "appendonlydir").exists()  # append-only persistence
+        # the live-stream slot and the training worker came up too
+        slots, trainer = None, ""
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+            slots = next((ln for ln in metrics.splitlines()
+                          if ln.startswith('hamnet_stream_slots{state="total"}')), None)
+            log = tmp_path / "logs" / "trainer.log"
+            trainer = log.read_text() if log.exists() else ""
+            if slots and float(slots.split()[-1]) >= 1 and " ready." in trainer:
+                break
+            time.sleep(1)
+        assert slots and float(slots.split()[-1]) >= 1, slots
+        assert " ready." in trainer and "train" in trainer, trainer[-2000:]
     finally:
         p.send_signal(signal.SIGINT)  # what Ctrl-C delivers to the script
         out, _ = p.communicate(timeout=60)

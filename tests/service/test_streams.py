@@ -222,6 +222,40 @@ def test_segments_arrive_while_the_stream_plays(sapi: httpx.Client, stream_video
         hooks.server_close()
 
 
+def test_rtmp_source(sapi: httpx.Client, stream_video: Path) -> None:
+    """An RTMP source: ffmpeg itself is the RTMP server (``-listen 1``), playing the video at
+    twice its rate to the one client it accepts, the stream worker."""
+    port = free_port()
+    ffmpeg = subprocess.Popen(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-readrate", "2", "-i",
+         str(stream_video), "-c", "copy", "-f", "flv", "-listen", "1",
+         f"rtmp://127.0.0.1:{port}/live/cam"], stdin=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)  # ffmpeg listening
+        created = sapi.post("/v1/streams", json={"url": f"rtmp://127.0.0.1:{port}/live/cam"})
+        assert created.status_code == 201, created.text
+        sid = created.json()["id"]
+        segments, states = [], []
+        for _, kind, data in _events(sapi, sid):
+            if kind == "status":
+                states.append(data["state"])
+            elif kind == "segment":
+                segments.append(data)
+                if ffmpeg.poll() is None:  # published while the source still plays: enough
+                    break
+        assert "live" in states and segments, (states, segments)
+        assert ffmpeg.poll() is None, "no segment before the RTMP source ended"
+        for seg in segments:
+            assert 0 <= seg["start"] < seg["end"] <= seg["stream_time"] + 0.65
+        assert sapi.get(f"/v1/streams/{sid}").json()["status"] == "running"
+        assert sapi.delete(f"/v1/streams/{sid}").status_code == 204
+        ends = [d for _, k, d in _events(sapi, sid) if k == "end"]
+        assert ends and ends[-1]["status"] == "stopped"
+    finally:
+        ffmpeg.kill()
+        ffmpeg.wait()
+
+
 def test_delete_stops_a_stream(sapi: httpx.Client, stream_video: Path, tmp_path: Path) -> None:
     hls = HLSWriter(stream_video, tmp_path / "hls", rate=1.0).start()
     srv = DirServer(tmp_path / "hls").start()

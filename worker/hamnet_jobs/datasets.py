@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import redis
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from hamnet_jobs.record import new_job_id, utcnow
+from hamnet_jobs.records import PublicRecord, RecordStore, noop
 
 DatasetStatus = Literal["validating", "ready", "failed"]
 PREFIX = "hamnet:"
@@ -56,8 +57,10 @@ class ItemError(BaseModel):
     member: str | None = None
 
 
-class DatasetRecord(BaseModel):
-    model_config = ConfigDict(extra="ignore", validate_assignment=True)
+class DatasetRecord(PublicRecord):
+    """One dataset as stored in Redis (``hamnet:dataset:<id>``)."""
+
+    PRIVATE: ClassVar[frozenset[str]] = DATASET_PRIVATE
 
     id: str = Field(default_factory=new_job_id)
     owner: str
@@ -78,10 +81,6 @@ class DatasetRecord(BaseModel):
     finished_at: str | None = None
     heartbeat_at: str | None = None
 
-    def public(self) -> dict[str, Any]:
-        data = self.model_dump(mode="json")
-        return {k: v for k, v in data.items() if k not in DATASET_PRIVATE}
-
 
 def _age_s(stamp: str | None) -> float:
     if not stamp:
@@ -89,58 +88,41 @@ def _age_s(stamp: str | None) -> float:
     return time.time() - datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
-class DatasetStore:
-    """Reads and writes of dataset records (status changes are WATCH/MULTI transactions)."""
+class DatasetStore(RecordStore[DatasetRecord]):
+    """Reads and writes of dataset records (status changes are WATCH/MULTI transactions;
+    ``get``, ``list`` and the transaction loop come from
+    :class:`~hamnet_jobs.records.RecordStore`). The active set holds datasets still
+    ``validating``."""
+
+    record_type = DatasetRecord
+    record_key = staticmethod(dataset_key)
+    owner_key = staticmethod(owner_datasets_key)
+    active_key = VALIDATING_KEY
 
     def __init__(self, client: redis.Redis, ttl: int = 30 * 24 * 3600) -> None:
-        self.r = client
-        self.ttl = int(ttl)
+        super().__init__(client, ttl)
 
     def create(self, rec: DatasetRecord) -> DatasetRecord:
         rec.prefix = rec.prefix or storage_prefix(rec.id)
         rec.updated_at = rec.heartbeat_at = utcnow()
-        pipe = self.r.pipeline()
-        pipe.set(dataset_key(rec.id), rec.model_dump_json(), ex=self.ttl)
-        pipe.zadd(owner_datasets_key(rec.owner), {rec.id: time.time()})
-        pipe.expire(owner_datasets_key(rec.owner), self.ttl)
-        pipe.zadd(VALIDATING_KEY, {rec.id: time.time()})
-        pipe.execute()
-        return rec
-
-    def get(self, dataset_id: str) -> DatasetRecord | None:
-        raw = self.r.get(dataset_key(dataset_id))
-        return DatasetRecord.model_validate_json(raw) if raw else None
+        return self._insert(rec)
 
     def update(self, dataset_id: str, **changes: Any) -> DatasetRecord | None:
         """Apply ``changes`` while the dataset is ``validating`` (a finished or deleted one is
         left alone: a late write from an interrupted validation must not resurrect it)."""
-        key = dataset_key(dataset_id)
-        with self.r.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(key)
-                    raw = pipe.get(key)
-                    if raw is None:
-                        pipe.reset()
-                        return None
-                    rec = DatasetRecord.model_validate_json(raw)
-                    if rec.status != "validating":
-                        pipe.reset()
-                        return rec
-                    for k, v in changes.items():
-                        setattr(rec, k, v)
-                    rec.updated_at = rec.heartbeat_at = utcnow()
-                    if rec.status != "validating":
-                        rec.finished_at = utcnow()
-                        rec.stage = None
-                    pipe.multi()
-                    pipe.set(key, rec.model_dump_json(), keepttl=True)
-                    if rec.status != "validating":
-                        pipe.zrem(VALIDATING_KEY, dataset_id)
-                    pipe.execute()
-                    return rec
-                except redis.WatchError:
-                    continue
+        def mutate(rec: DatasetRecord) -> Any:
+            if rec.status != "validating":
+                return None
+            for k, v in changes.items():
+                setattr(rec, k, v)
+            rec.heartbeat_at = utcnow()  # updated_at is stamped by the transaction
+            if rec.status == "validating":
+                return noop
+            rec.finished_at = utcnow()
+            rec.stage = None
+            return lambda pipe: pipe.zrem(VALIDATING_KEY, dataset_id)
+
+        return self._txn(dataset_id, mutate)
 
     def mark_ready(self, dataset_id: str, videos: int, classes: dict[str, int]) -> DatasetRecord | None:
         return self.update(dataset_id, status="ready", videos=videos, classes=classes,
@@ -150,20 +132,6 @@ class DatasetStore:
                     errors: list[ItemError] | None = None) -> DatasetRecord | None:
         return self.update(dataset_id, status="failed", error=error,
                            errors=(errors or [error])[:MAX_REPORTED_ERRORS])
-
-    def list(self, owner: str, limit: int = 50, offset: int = 0) -> tuple[list[DatasetRecord], int]:
-        okey = owner_datasets_key(owner)
-        ids = self.r.zrevrange(okey, offset, offset + limit - 1)
-        raws = self.r.mget([dataset_key(i) for i in ids]) if ids else []
-        out, gone = [], []
-        for i, raw in zip(ids, raws, strict=True):
-            if raw is None:
-                gone.append(i)
-            else:
-                out.append(DatasetRecord.model_validate_json(raw))
-        if gone:
-            self.r.zrem(okey, *gone)
-        return out, int(self.r.zcard(okey))
 
     def delete(self, rec: DatasetRecord) -> None:
         pipe = self.r.pipeline()

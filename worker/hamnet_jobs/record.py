@@ -16,10 +16,13 @@ module says what a record holds and which status changes exist, so an impossible
 from __future__ import annotations
 
 import secrets
-from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
+
+# InvalidTransition and utcnow live with the shared record base; imported from here as before.
+from hamnet_jobs.records import InvalidTransition as InvalidTransition
+from hamnet_jobs.records import StatefulRecord, utcnow
 
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 ACTIVE: tuple[Status, ...] = ("queued", "running")
@@ -37,11 +40,10 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 
 # Fields that never leave the service: the owner is a hash of the caller's API key; the upload
 # path, content hash, worker name and lease token are internal.
-PRIVATE = frozenset({"owner", "sha256", "upload", "worker", "lease", "enqueued_at"})
-
-
-class InvalidTransition(RuntimeError):
-    """A status change the state machine does not allow (a bug in the caller)."""
+# ``source_url`` is the full remote URL (a presigned query may be a credential); ``source``
+# is its public, redacted form.
+PRIVATE = frozenset({"owner", "sha256", "upload", "worker", "lease", "enqueued_at",
+                     "source_url"})
 
 
 class JobError(BaseModel):
@@ -65,15 +67,14 @@ def new_job_id() -> str:
     return secrets.token_urlsafe(16)
 
 
-def utcnow() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+class JobRecord(StatefulRecord):
+    """One job as stored in Redis (``hamnet:job:<id>``). Records written by a newer version
+    stay readable by an older one during a rollout (unknown fields are ignored)."""
 
-
-class JobRecord(BaseModel):
-    """One job as stored in Redis (``hamnet:job:<id>``)."""
-
-    # Records written by a newer version stay readable by an older one during a rollout.
-    model_config = ConfigDict(extra="ignore", validate_assignment=True)
+    KIND: ClassVar[str] = "job"
+    TRANSITIONS: ClassVar[dict[str, frozenset[str]]] = TRANSITIONS
+    TERMINAL: ClassVar[tuple[str, ...]] = TERMINAL
+    PRIVATE: ClassVar[frozenset[str]] = PRIVATE
 
     id: str
     owner: str
@@ -100,27 +101,18 @@ class JobRecord(BaseModel):
     callback: CallbackDelivery | None = None
     worker: str | None = None
     lease: str | None = None
+    # remote source jobs (hamnet_jobs.sources): URL, public view, result copy, batch
+    source_url: str | None = None
+    source: dict[str, Any] | None = None
+    output: dict[str, Any] | None = None
+    batch: str | None = None
 
-    @property
-    def terminal(self) -> bool:
-        return self.status in TERMINAL
-
-    def move(self, status: Status) -> None:
-        """Change status, or raise :class:`InvalidTransition`."""
-        if status not in TRANSITIONS[self.status]:
-            raise InvalidTransition(f"job {self.id}: {self.status} -> {status} is not allowed")
-        self.status = status
-        if status in TERMINAL:
-            self.finished_at = utcnow()
-            self.lease = None
-            if status != "succeeded":
-                self.stage = None
+    def on_terminal(self, status: str) -> None:
+        if status != "succeeded":
+            self.stage = None
 
     def dump(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=False)
-
-    def public(self) -> dict[str, Any]:
-        return public_view(self)
 
 
 def public_view(job: JobRecord | dict[str, Any]) -> dict[str, Any]:

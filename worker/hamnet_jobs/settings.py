@@ -36,6 +36,30 @@ class SharedSettings(BaseSettings):
     max_dimension: int = Field(default=8192, ge=16)
     max_pixels: int = Field(default=8192 * 4320, ge=256, description="width x height")
     callback_allow_private: bool = False
+    # Remote sources (docs/SOURCES.md): the same outbound policy as callbacks, own switch.
+    source_allow_private: bool = Field(
+        default=False, description="Allow source URLs on loopback/private addresses.")
+    source_schemes: str = Field(
+        default="https,http,s3", description="Comma-separated source URL schemes accepted.")
+    source_max_bytes: int = Field(default=2 * 1024**3, ge=1, description="Largest download.")
+    source_timeout_s: float = Field(default=30.0, gt=0, description="Per socket operation.")
+    source_deadline_s: float = Field(default=1200.0, gt=0, description="Whole download.")
+    source_retries: int = Field(default=4, ge=0, description="Resumes after failures in a row.")
+    source_max_redirects: int = Field(default=5, ge=0)
+    source_s3_buckets: str = Field(
+        default="", description="Buckets s3:// sources may name (comma-separated, `*`: any the "
+        "credentials can read); empty: s3:// sources are refused.")
+    output_s3_buckets: str = Field(
+        default="", description="Buckets `output_uri` may name (comma-separated, `*`: any); "
+        "empty: output_uri is refused.")
+    batch_max_sources: int = Field(default=100, ge=1, le=10_000)
+    # Live streams (docs/STREAMS.md); URLs follow source_allow_private.
+    stream_queue: str = Field(default="streams", description="Queue of live-stream tasks "
+                              "(a worker slot runs one stream for as long as it plays).")
+    stream_max_s: float = Field(default=24 * 3600.0, gt=0,
+                                description="Longest a stream is followed (seconds).")
+    stream_events_max: int = Field(default=5000, ge=10,
+                                   description="Events kept per stream (oldest trimmed).")
     callback_secret: str = Field(
         default="", description="Master key of the webhook signing secrets (one per API key, "
         "derived from it); empty: generated once and kept in Redis."

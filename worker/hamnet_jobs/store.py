@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -37,6 +36,7 @@ from hamnet_jobs.record import (
     public_view,
     utcnow,
 )
+from hamnet_jobs.records import Extra, RecordStore, noop
 
 DEFAULT_TTL = 7 * 24 * 3600
 DEFAULT_LEASE_S = 30.0
@@ -65,13 +65,6 @@ def connect(url: str) -> redis.Redis:
     )
 
 
-Extra = Callable[[Any], None]
-Mutation = Callable[[JobRecord], "Extra | None"]
-
-
-def _noop(_: Any) -> None:
-    return None
-
 
 def _encode(job: JobRecord) -> str:
     """The stored JSON: ``json.dumps``'s layout (``"status": "running"``), which operators'
@@ -79,60 +72,44 @@ def _encode(job: JobRecord) -> str:
     return json.dumps(job.model_dump(mode="json"))
 
 
-class JobStore:
-    """All reads and writes of job state."""
+class JobStore(RecordStore[JobRecord]):
+    """All reads and writes of job state. The transaction loop (``_txn``: mutate the record,
+    return the commands that go with it, or None to leave Redis unchanged), ``get`` and
+    ``list`` come from :class:`~hamnet_jobs.records.RecordStore`."""
+
+    record_type = JobRecord
+    record_key = staticmethod(keys.job)
+    owner_key = staticmethod(keys.owner)
+    active_key = keys.QUEUED
+    leases_key = keys.LEASES
+    prune_index = True
 
     def __init__(self, client: redis.Redis, ttl: int = DEFAULT_TTL) -> None:
-        self.r = client
-        self.ttl = int(ttl)
+        super().__init__(client, ttl)
 
     job_key = staticmethod(keys.job)
     result_key = staticmethod(keys.result)
 
-    # ---- transactions ----------------------------------------------------------------------
-    def _txn(self, job_id: str, mutate: Mutation,
-             watch: tuple[str, ...] = ()) -> JobRecord | None:
-        """Apply ``mutate`` atomically; it edits the record in place and returns a function
-        queueing extra commands (or None to leave Redis unchanged). Returns the record as
-        written (or as read, when unchanged), or None when the job does not exist."""
-        key = keys.job(job_id)
-        with self.r.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(key, *watch)
-                    raw = pipe.get(key)
-                    if raw is None:
-                        pipe.reset()
-                        return None
-                    job = JobRecord.model_validate_json(raw)
-                    extra = mutate(job)
-                    if extra is None:
-                        pipe.reset()
-                        return job
-                    job.updated_at = utcnow()
-                    pipe.multi()
-                    pipe.set(key, _encode(job), keepttl=True)
-                    extra(pipe)
-                    pipe.execute()
-                    return job
-                except redis.WatchError:
-                    continue
+    def encode(self, rec: JobRecord) -> str:
+        return _encode(rec)
 
     # ---- creation and reads ----------------------------------------------------------------
     def create(
         self, job: JobRecord | dict[str, Any], idempotency_key: str | None = None,
-        scope: str | None = None,
+        scope: str | None = None, fingerprint: str | None = None,
     ) -> tuple[JobRecord, bool]:
         """Store a new queued job, and with an ``Idempotency-Key`` its claim, in one
         transaction (two concurrent requests with the same key cannot both create a job).
-        With a key already used for the same content returns ``(existing job, False)``; for
-        different content raises :class:`IdempotencyConflict`. Keys are per owner, or per
-        ``scope`` when given."""
+        With a key already used for the same request returns ``(existing job, False)``; for
+        a different one raises :class:`IdempotencyConflict`. What "the same request" means is
+        ``fingerprint`` (the content and every parameter, model included), or the content
+        hash ``record.sha256`` without one. Keys are per owner, or per ``scope`` when given."""
         record = job if isinstance(job, JobRecord) else JobRecord.model_validate(job)
         record.updated_at = record.created_at
         ikey = keys.idempotency(scope or record.owner, idempotency_key) \
             if idempotency_key else None
-        claim = json.dumps({"id": record.id, "sha256": record.sha256})
+        request_id = fingerprint or record.sha256
+        claim = json.dumps({"id": record.id, "sha256": request_id})
         with self.r.pipeline() as pipe:
             while True:
                 try:
@@ -144,7 +121,7 @@ class JobStore:
                             existing = self.get(prev["id"])
                             if existing is not None:
                                 pipe.reset()
-                                if prev.get("sha256") != record.sha256:
+                                if prev.get("sha256") != request_id:
                                     raise IdempotencyConflict(idempotency_key)
                                 return existing, False
                             # the old job expired: the key is free again
@@ -168,7 +145,7 @@ class JobStore:
             if job.enqueued_at is not None:
                 return None
             job.enqueued_at = utcnow()
-            return _noop
+            return noop
 
         self._txn(job_id, mutate)
 
@@ -185,29 +162,13 @@ class JobStore:
             pipe.zrem(keys.owner(job.owner), job_id)
         pipe.execute()
 
-    def get(self, job_id: str) -> JobRecord | None:
-        raw = self.r.get(keys.job(job_id))
-        return JobRecord.model_validate_json(raw) if raw else None
-
     def get_result(self, job_id: str) -> dict[str, Any] | None:
         raw = self.r.get(keys.result(job_id))
         return json.loads(raw) if raw else None
 
     def list(self, owner: str, limit: int = 20, offset: int = 0) -> tuple[list[JobRecord], int]:
         """The owner's jobs, newest first, and the total count (expired ids are pruned)."""
-        okey = keys.owner(owner)
-        self.r.zremrangebyscore(okey, "-inf", time.time() - self.ttl)
-        ids = self.r.zrevrange(okey, offset, offset + limit - 1)
-        jobs, gone = [], []
-        raws = self.r.mget([keys.job(i) for i in ids]) if ids else []
-        for job_id, raw in zip(ids, raws, strict=True):
-            if raw is None:
-                gone.append(job_id)
-            else:
-                jobs.append(JobRecord.model_validate_json(raw))
-        if gone:
-            self.r.zrem(okey, *gone)
-        return jobs, int(self.r.zcard(okey))
+        return super().list(owner, limit, offset)
 
     # ---- worker side -----------------------------------------------------------------------
     def begin(
@@ -293,7 +254,7 @@ class JobStore:
             if job.stage == stage and job.progress == pct:
                 return None
             job.stage, job.progress = stage, max(pct, int(job.progress or 0))
-            return _noop
+            return noop
 
         self._txn(job_id, mutate)
         return alive
@@ -356,9 +317,26 @@ class JobStore:
         """Record the completion callback's delivery outcome on the job."""
         def mutate(job: JobRecord) -> Extra | None:
             job.callback = delivery  # type: ignore[assignment]  (validated on assignment)
-            return _noop
+            return noop
 
         return self._txn(job_id, mutate)
+
+    def set_output(self, job_id: str, output: dict[str, Any],
+                   token: str | None = None) -> bool:
+        """Record where the result JSON was written (``output_uri``), while ``token``'s attempt
+        still holds the job. False when it no longer does (nothing is changed)."""
+        held = False
+
+        def mutate(job: JobRecord) -> Extra | None:
+            nonlocal held
+            held = not job.terminal and (token is None or self._holds(job, token))
+            if not held:
+                return None
+            job.output = output
+            return noop
+
+        self._txn(job_id, mutate)
+        return held
 
     # ---- leases and reaping ----------------------------------------------------------------
     def requeue_expired(self, lease_s: float = DEFAULT_LEASE_S) -> list[str]:

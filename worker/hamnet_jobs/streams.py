@@ -26,13 +26,14 @@ import json
 import secrets
 import time
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from hamnet_jobs.record import JobError, utcnow
+from hamnet_jobs.records import Extra, RecordStore, StatefulRecord
 
 STREAM_TASK = "hamnet.process_stream"
 PREFIX = "hamnet:"
@@ -100,10 +101,13 @@ def check_stream_url(url: str, allow_private: bool, resolve: bool = True) -> str
     return url
 
 
-class StreamRecord(BaseModel):
+class StreamRecord(StatefulRecord):
     """One live stream as stored in Redis (``hamnet:stream:<id>``)."""
 
-    model_config = ConfigDict(extra="ignore", validate_assignment=True)
+    KIND: ClassVar[str] = "stream"
+    TRANSITIONS: ClassVar[dict[str, frozenset[str]]] = TRANSITIONS
+    TERMINAL: ClassVar[tuple[str, ...]] = TERMINAL
+    PRIVATE: ClassVar[frozenset[str]] = PRIVATE
 
     id: str
     owner: str
@@ -133,21 +137,8 @@ class StreamRecord(BaseModel):
     worker: str | None = None
     lease: str | None = None
 
-    @property
-    def terminal(self) -> bool:
-        return self.status in TERMINAL
-
-    def move(self, status: StreamStatus) -> None:
-        if status not in TRANSITIONS[self.status]:
-            raise RuntimeError(f"stream {self.id}: {self.status} -> {status} is not allowed")
-        self.status = status
-        if status in TERMINAL:
-            self.finished_at = utcnow()
-            self.lease = None
-            self.state = None
-
-    def public(self) -> dict[str, Any]:
-        return {k: v for k, v in self.model_dump(mode="json").items() if k not in PRIVATE}
+    def on_terminal(self, status: str) -> None:
+        self.state = None
 
 
 def new_stream_id() -> str:
@@ -157,79 +148,53 @@ def new_stream_id() -> str:
 Mutation = Callable[[StreamRecord], bool]
 
 
-class StreamStore:
-    """Reads and writes of stream state and events (both sides)."""
+class StreamStore(RecordStore[StreamRecord]):
+    """Reads and writes of stream state and events (both sides). ``get``, ``renew`` and the
+    transaction loop come from :class:`~hamnet_jobs.records.RecordStore`."""
+
+    record_type = StreamRecord
+    record_key = staticmethod(record_key)
+    owner_key = staticmethod(owner_key)
+    active_key = ACTIVE_KEY
+    leases_key = LEASES_KEY
+    prune_index = True
 
     def __init__(self, client: redis.Redis, ttl: int = 7 * 24 * 3600,
                  events_max: int = DEFAULT_EVENTS_MAX) -> None:
-        self.r = client
-        self.ttl = int(ttl)
+        super().__init__(client, ttl)
         self.events_max = int(events_max)
 
     # ---- records ---------------------------------------------------------------------------
     def _txn(self, stream_id: str, mutate: Mutation,
              extra: Callable[[Any, StreamRecord], None] | None = None) -> StreamRecord | None:
-        """Apply ``mutate`` (returns False to leave Redis unchanged) in a WATCH/MULTI."""
-        key = record_key(stream_id)
-        with self.r.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(key)
-                    raw = pipe.get(key)
-                    if raw is None:
-                        pipe.reset()
-                        return None
-                    rec = StreamRecord.model_validate_json(raw)
-                    if not mutate(rec):
-                        pipe.reset()
-                        return rec
-                    rec.updated_at = utcnow()
-                    pipe.multi()
-                    pipe.set(key, rec.model_dump_json(), keepttl=True)
-                    if rec.terminal:
-                        pipe.zrem(ACTIVE_KEY, stream_id)
-                        pipe.zrem(LEASES_KEY, stream_id)
-                        pipe.expire(key, self.ttl)
-                        pipe.expire(events_key(stream_id), self.ttl)
-                        pipe.expire(seq_key(stream_id), self.ttl)
-                    if extra is not None:
-                        extra(pipe, rec)
-                    pipe.execute()
-                    return rec
-                except redis.WatchError:
-                    continue
+        """Apply ``mutate`` (returns False to leave Redis unchanged) in a WATCH/MULTI; a
+        record that became terminal leaves the active and lease sets and its keys get the
+        terminal TTL, then ``extra`` queues its own commands."""
+        def step(rec: StreamRecord) -> Extra | None:
+            if not mutate(rec):
+                return None
+
+            def queue(pipe: Any) -> None:
+                if rec.terminal:
+                    pipe.zrem(ACTIVE_KEY, stream_id)
+                    pipe.zrem(LEASES_KEY, stream_id)
+                    pipe.expire(record_key(stream_id), self.ttl)
+                    pipe.expire(events_key(stream_id), self.ttl)
+                    pipe.expire(seq_key(stream_id), self.ttl)
+                if extra is not None:
+                    extra(pipe, rec)
+
+            return queue
+
+        return super()._txn(stream_id, step)
 
     def create(self, rec: StreamRecord) -> StreamRecord:
         rec.updated_at = rec.created_at
-        now = time.time()
-        pipe = self.r.pipeline()
-        pipe.set(record_key(rec.id), rec.model_dump_json(), ex=self.ttl)
-        pipe.zadd(owner_key(rec.owner), {rec.id: now})
-        pipe.expire(owner_key(rec.owner), self.ttl)
-        pipe.zadd(ACTIVE_KEY, {rec.id: now})
-        pipe.hincrby(STATS_KEY, "created", 1)
-        pipe.execute()
-        return rec
-
-    def get(self, stream_id: str) -> StreamRecord | None:
-        raw = self.r.get(record_key(stream_id))
-        return StreamRecord.model_validate_json(raw) if raw else None
+        return self._insert(rec, lambda pipe: pipe.hincrby(STATS_KEY, "created", 1))
 
     def list(self, owner: str, limit: int = 20, offset: int = 0
              ) -> tuple[list[StreamRecord], int]:
-        okey = owner_key(owner)
-        self.r.zremrangebyscore(okey, "-inf", time.time() - self.ttl)
-        ids = self.r.zrevrange(okey, offset, offset + limit - 1)
-        raws = self.r.mget([record_key(i) for i in ids]) if ids else []
-        out, gone = [], []
-        for sid, raw in zip(ids, raws, strict=True):
-            if raw is None:
-                gone.append(sid)
-            else:
-                out.append(StreamRecord.model_validate_json(raw))
-        if gone:
-            self.r.zrem(okey, *gone)
-        return out, int(self.r.zcard(okey))
+        return super().list(owner, limit, offset)  # a page of 20 by default, not 50
 
     def discard(self, stream_id: str, owner: str) -> None:
         """Forget a stream whose task could not be published."""
@@ -282,7 +247,7 @@ class StreamStore:
 
         def mutate(rec: StreamRecord) -> bool:
             nonlocal alive
-            alive = rec.status == "running" and rec.lease == token
+            alive = self.holds(rec, token)
             if not alive:
                 return False
             for k, v in fields.items():
@@ -292,19 +257,11 @@ class StreamStore:
         rec = self._txn(stream_id, mutate)
         return rec if alive else None
 
-    def renew(self, stream_id: str, token: str, lease_s: float) -> bool:
-        rec = self.get(stream_id)
-        if rec is None or rec.status != "running" or rec.lease != token:
-            return False
-        # XX: never re-create a lease that a requeue or an end removed meanwhile
-        self.r.zadd(LEASES_KEY, {stream_id: time.time() + lease_s}, xx=True)
-        return True
-
     def end(self, stream_id: str, token: str, status: StreamStatus,
             error: tuple[str, str] | None = None) -> StreamRecord | None:
         """The attempt holding ``token`` ends the stream (``finished``/``failed``/``stopped``)."""
         def mutate(rec: StreamRecord) -> bool:
-            if rec.status != "running" or rec.lease != token:
+            if not self.holds(rec, token):
                 return False
             rec.error = JobError(code=error[0], message=error[1]) if error else None
             rec.move(status)
@@ -333,7 +290,7 @@ class StreamStore:
             def mutate(rec: StreamRecord) -> bool:
                 nonlocal moved
                 moved = False
-                score = self.r.zscore(LEASES_KEY, rec.id)
+                score = self.lease_deadline(rec.id)
                 if rec.status != "running" or score is None or score > time.time():
                     return False
                 if rec.attempts >= max_attempts:

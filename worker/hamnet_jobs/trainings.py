@@ -19,21 +19,20 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import redis
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from hamnet_jobs.record import (
     TERMINAL,
     TRANSITIONS,
-    InvalidTransition,
     JobError,
     Status,
     new_job_id,
     utcnow,
 )
+from hamnet_jobs.records import Extra, RecordStore, StatefulRecord, noop
 
 TRAIN_TASK = "hamnet.train"
 TRAIN_QUEUE = "train"
@@ -66,8 +65,13 @@ def training_prefix(training_id: str) -> str:
     return f"trainings/{training_id}"
 
 
-class TrainingRecord(BaseModel):
-    model_config = ConfigDict(extra="ignore", validate_assignment=True)
+class TrainingRecord(StatefulRecord):
+    """One training as stored in Redis (``hamnet:training:<id>``); the job's status machine."""
+
+    KIND: ClassVar[str] = "training"
+    TRANSITIONS: ClassVar[dict[str, frozenset[str]]] = TRANSITIONS
+    TERMINAL: ClassVar[tuple[str, ...]] = TERMINAL
+    PRIVATE: ClassVar[frozenset[str]] = TRAINING_PRIVATE
 
     id: str = Field(default_factory=new_job_id)
     owner: str
@@ -97,23 +101,9 @@ class TrainingRecord(BaseModel):
     worker: str | None = None
     lease: str | None = None
 
-    @property
-    def terminal(self) -> bool:
-        return self.status in TERMINAL
-
-    def move(self, status: Status) -> None:
-        if status not in TRANSITIONS[self.status]:
-            raise InvalidTransition(f"training {self.id}: {self.status} -> {status}")
-        self.status = status
-        if status in TERMINAL:
-            self.finished_at = utcnow()
-            self.lease = None
-            if status != "succeeded":
-                self.stage = None
-
-    def public(self) -> dict[str, Any]:
-        data = self.model_dump(mode="json")
-        return {k: v for k, v in data.items() if k not in TRAINING_PRIVATE}
+    def on_terminal(self, status: str) -> None:
+        if status != "succeeded":
+            self.stage = None
 
 
 def send_training(app: Any, training_id: str) -> None:
@@ -121,70 +111,22 @@ def send_training(app: Any, training_id: str) -> None:
     app.send_task(TRAIN_TASK, args=[training_id], queue=TRAIN_QUEUE)
 
 
-Mutation = Callable[[TrainingRecord], "Callable[[Any], None] | None"]
+class TrainingStore(RecordStore[TrainingRecord]):
+    """Reads and writes of training records (``get``, ``list``, ``renew`` and the
+    transaction loop come from :class:`~hamnet_jobs.records.RecordStore`)."""
 
+    record_type = TrainingRecord
+    record_key = staticmethod(training_key)
+    owner_key = staticmethod(owner_trainings_key)
+    active_key = ACTIVE_KEY
+    leases_key = LEASES_KEY
 
-def _noop(_: Any) -> None:
-    return None
-
-
-class TrainingStore:
     def __init__(self, client: redis.Redis, ttl: int = 30 * 24 * 3600) -> None:
-        self.r = client
-        self.ttl = int(ttl)
-
-    def _txn(self, training_id: str, mutate: Mutation) -> TrainingRecord | None:
-        key = training_key(training_id)
-        with self.r.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(key)
-                    raw = pipe.get(key)
-                    if raw is None:
-                        pipe.reset()
-                        return None
-                    rec = TrainingRecord.model_validate_json(raw)
-                    extra = mutate(rec)
-                    if extra is None:
-                        pipe.reset()
-                        return rec
-                    rec.updated_at = utcnow()
-                    pipe.multi()
-                    pipe.set(key, rec.model_dump_json(), keepttl=True)
-                    extra(pipe)
-                    pipe.execute()
-                    return rec
-                except redis.WatchError:
-                    continue
+        super().__init__(client, ttl)
 
     def create(self, rec: TrainingRecord) -> TrainingRecord:
         rec.updated_at = rec.created_at
-        pipe = self.r.pipeline()
-        pipe.set(training_key(rec.id), rec.model_dump_json(), ex=self.ttl)
-        pipe.zadd(owner_trainings_key(rec.owner), {rec.id: time.time()})
-        pipe.expire(owner_trainings_key(rec.owner), self.ttl)
-        pipe.zadd(ACTIVE_KEY, {rec.id: time.time()})
-        pipe.execute()
-        return rec
-
-    def get(self, training_id: str) -> TrainingRecord | None:
-        raw = self.r.get(training_key(training_id))
-        return TrainingRecord.model_validate_json(raw) if raw else None
-
-    def list(self, owner: str, limit: int = 50,
-             offset: int = 0) -> tuple[list[TrainingRecord], int]:
-        okey = owner_trainings_key(owner)
-        ids = self.r.zrevrange(okey, offset, offset + limit - 1)
-        raws = self.r.mget([training_key(i) for i in ids]) if ids else []
-        out, gone = [], []
-        for i, raw in zip(ids, raws, strict=True):
-            if raw is None:
-                gone.append(i)
-            else:
-                out.append(TrainingRecord.model_validate_json(raw))
-        if gone:
-            self.r.zrem(okey, *gone)
-        return out, int(self.r.zcard(okey))
+        return self._insert(rec)
 
     # ---- trainer side ------------------------------------------------------------------
     def begin(self, training_id: str, max_attempts: int, worker: str,
@@ -198,7 +140,7 @@ class TrainingStore:
             if rec.terminal:
                 action = "skip"
                 return None
-            score = self.r.zscore(LEASES_KEY, training_id)
+            score = self.lease_deadline(training_id)
             if rec.status == "running" and score is not None and score > time.time():
                 action = "busy"
                 return None
@@ -222,13 +164,6 @@ class TrainingStore:
         rec = self._txn(training_id, mutate)
         return rec, (action if rec is not None else "skip")
 
-    def renew(self, training_id: str, token: str, lease_s: float) -> bool:
-        rec = self.get(training_id)
-        if rec is None or rec.status != "running" or rec.lease != token:
-            return False
-        self.r.zadd(LEASES_KEY, {training_id: time.time() + lease_s}, xx=True)
-        return True
-
     def report(self, training_id: str, token: str, **changes: Any) -> bool:
         """Write progress fields while this attempt holds the training; False when it was
         cancelled, deleted or lost its lease (the caller stops)."""
@@ -236,19 +171,19 @@ class TrainingStore:
 
         def mutate(rec: TrainingRecord) -> Any:
             nonlocal alive
-            alive = rec.status == "running" and rec.lease == token
+            alive = self.holds(rec, token)
             if not alive:
                 return None
             for k, v in changes.items():
                 setattr(rec, k, v)
-            return _noop
+            return noop
 
         self._txn(training_id, mutate)
         return alive
 
     def alive(self, training_id: str, token: str) -> bool:
         rec = self.get(training_id)
-        return rec is not None and rec.status == "running" and rec.lease == token
+        return rec is not None and self.holds(rec, token)
 
     def finish(self, training_id: str, token: str, model: dict[str, Any] | None,
                metrics: dict[str, Any]) -> bool:
@@ -256,7 +191,7 @@ class TrainingStore:
 
         def mutate(rec: TrainingRecord) -> Any:
             nonlocal wrote
-            wrote = rec.status == "running" and rec.lease == token
+            wrote = self.holds(rec, token)
             if not wrote:
                 return None
             rec.model, rec.metrics, rec.progress = model, metrics, 100
@@ -276,7 +211,8 @@ class TrainingStore:
 
         return self._txn(training_id, mutate)
 
-    def _terminal(self, rec: TrainingRecord, status: Status) -> Callable[[Any], None]:
+    def _terminal(self, rec: TrainingRecord, status: Status) -> Extra:
+        """Move ``rec`` into a terminal status; return the commands that go with it."""
         rec.move(status)
         tid = rec.id
 
@@ -299,7 +235,7 @@ class TrainingStore:
                 moved = False
                 if rec.status != "running":
                     return lambda pipe: pipe.zrem(LEASES_KEY, rec.id)
-                score = self.r.zscore(LEASES_KEY, rec.id)
+                score = self.lease_deadline(rec.id)
                 if score is None or score > time.time():
                     return None
                 rec.move("queued")

@@ -18,9 +18,10 @@ Three layers:
   answered a public address at the check and a private one a second later never gets the
   second lookup.
 
-Redirects are never followed: :func:`open_pinned` returns the 3xx response as it is, and callers
-treat it as a failure. Following one would need every hop to go through :func:`resolve_vetted`
-again, and a webhook receiver has no reason to redirect a POST.
+Redirects are never followed by :func:`open_pinned`: it returns the 3xx response as it is, and
+callbacks treat it as a failure (a webhook receiver has no reason to redirect a POST).
+:func:`open_following` (remote video sources, GET only) follows a bounded number of them, each
+hop's target going through :func:`resolve_vetted` again.
 
 Addresses refused by :func:`is_public_address` (unless the caller allows private ones): IPv4
 and IPv6 loopback, private, shared (100.64/10), link-local, site-local, reserved,
@@ -50,7 +51,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 AddressPredicate = Callable[[IPAddress], bool]
@@ -181,7 +182,11 @@ class _Parsed:
 def _parse(url: str, field: str, err: type[URLPolicyError]) -> _Parsed:
     if len(url) > MAX_URL_LENGTH:
         raise err(f"{field} is longer than {MAX_URL_LENGTH} characters", reason="too_long")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.hostname  # noqa: B018 - an unbalanced IPv6 bracket raises here or above
+    except ValueError:
+        raise err(f"{field} is not a valid URL", reason="invalid") from None
     if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
         raise err(f"{field} must be an absolute http(s) URL", reason="not_http")
     if parts.username is not None or parts.password is not None:
@@ -472,3 +477,67 @@ def open_pinned(vetted: VettedURL, method: str = "GET", body: bytes | None = Non
         if timer is not None:
             timer.cancel()
         conn.close()
+
+
+# ------------------------------------------------------------------------------ redirects
+
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+
+
+class RedirectRefused(URLPolicyError):
+    """A redirect that :func:`open_following` will not follow: its target failed the policy
+    (``reason`` as for :class:`URLPolicyError`), or ``too_many_redirects``, ``no_location``,
+    ``downgrade`` (https to http)."""
+
+    code = "redirect_refused"
+
+
+@contextlib.contextmanager
+def open_following(url: str, method: str = "GET", headers: Mapping[str, str] | None = None,
+                   timeout: float | None = 10.0, *, max_redirects: int = 5,
+                   allow_private: bool = False, resolver: Resolver = socket.getaddrinfo,
+                   is_allowed: AddressPredicate | None = None, deadline_s: float | None = None,
+                   ssl_context: ssl.SSLContext | None = None, field: str = "url",
+                   ) -> Iterator[tuple[VettedURL, http.client.HTTPResponse]]:
+    """:func:`open_pinned` for body-less requests (GET, HEAD) that follows redirects, each hop
+    vetted like the first: the target is resolved once by :func:`resolve_vetted` with the same
+    policy and connected to pinned. Yields ``(vetted URL of the last hop, response)``.
+
+    Why not ``urllib``'s redirect handling: it resolves every hop again at connect time (the
+    rebinding window) and would follow a public URL's redirect to ``http://10.0.0.1/``.
+    Raises :class:`RedirectRefused` for a refused hop (never for the first URL, whose refusal
+    is the plain :class:`URLPolicyError` of :func:`resolve_vetted`), :class:`DeadlineExceeded`
+    when ``deadline_s`` (all hops together) runs out. Callbacks keep using :func:`open_pinned`,
+    which never follows a redirect.
+    """
+    if method not in ("GET", "HEAD"):
+        raise ValueError("open_following only sends GET or HEAD")
+    deadline = time.monotonic() + deadline_s if deadline_s is not None else None
+    vetted = resolve_vetted(url, allow_private=allow_private, resolver=resolver,
+                            is_allowed=is_allowed, field=field)
+    for hop in range(max_redirects + 1):
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            raise DeadlineExceeded("deadline exceeded while following redirects")
+        with open_pinned(vetted, method, headers=headers, timeout=timeout, deadline_s=left,
+                         ssl_context=ssl_context) as resp:
+            if resp.status not in REDIRECT_STATUSES:
+                yield vetted, resp
+                return
+            location = resp.getheader("Location")
+        if not location:
+            raise RedirectRefused(f"{field} answered {resp.status} without a Location",
+                                  reason="no_location")
+        if hop == max_redirects:
+            raise RedirectRefused(f"{field} redirected more than {max_redirects} times",
+                                  reason="too_many_redirects")
+        target = urljoin(vetted.url, location.strip())
+        if vetted.scheme == "https" and urlsplit(target).scheme == "http":
+            raise RedirectRefused(f"{field} redirected from https to http",
+                                  reason="downgrade")
+        try:
+            vetted = resolve_vetted(target, allow_private=allow_private, resolver=resolver,
+                                    is_allowed=is_allowed, field=f"{field} redirect")
+        except URLPolicyError as e:
+            raise RedirectRefused(str(e), reason=e.reason, retryable=e.retryable) from None
+    raise AssertionError("unreachable")  # pragma: no cover

@@ -87,7 +87,24 @@ def get_app() -> Celery:
         soft_shutdown_timeout=s.soft_shutdown_s,
         restore_interval=s.restore_interval,
     )
-    app.conf.include = ["hamnet_worker.tasks"]
+    from hamnet_jobs.trainings import TRAIN_QUEUE, TRAIN_TASK
+
+    if s.queue == TRAIN_QUEUE:
+        # The training worker: its tasks (and torch) live in hamnet_trainer, which Celery
+        # imports by name at start; this package never imports it (import-linter contract),
+        # nor the inference tasks, whose per-child model loading a trainer does not want.
+        app.conf.include = ["hamnet_trainer.tasks"]
+        app.conf.task_routes = {TRAIN_TASK: {"queue": TRAIN_QUEUE}}
+        return app
+    app.conf.include = ["hamnet_worker.tasks", "hamnet_worker.streams"]
+    from hamnet_jobs.streams import STREAM_TASK
+
+    # live streams (docs/STREAMS.md): their own queue, consumed with `hamnet worker --streams`
+    import hamnet_worker.streams  # noqa: F401
     import hamnet_worker.tasks  # noqa: F401  (registers the task and the process signals)
+
+    app.conf.task_queues = [*app.conf.task_queues,
+                            Queue(s.stream_queue, routing_key=s.stream_queue)]
+    app.conf.task_routes = {**app.conf.task_routes, STREAM_TASK: {"queue": s.stream_queue}}
 
     return app

@@ -33,6 +33,23 @@ class WorkerSettings(SharedSettings):
         default="", description="Comma-separated ONNX Runtime providers; empty: CUDA then CPU."
     )
     preload: bool = Field(default=True, description="Load the model when a child starts.")
+    # Live streams (docs/STREAMS.md): the sliding window, in seconds of stream time.
+    # Defaults chosen on validation videos (bench/results/stream.md; 0.64 s snippets).
+    stream_window_s: float = Field(default=122.88, gt=0, description="Window the head runs on.")
+    stream_hop_s: float = Field(default=2.56, gt=0, description="Stream time between runs.")
+    stream_margin_s: float = Field(default=3.84, ge=0, description="A segment is final once "
+                                   "it ends this long before the window's right edge.")
+    stream_min_window_s: float = Field(default=20.48, gt=0,
+                                       description="Stream time before the first run.")
+    stream_dedupe_tiou: float = Field(default=0.7, gt=0, le=1)
+    stream_open_timeout_s: float = Field(default=15.0, gt=0,
+                                         description="Connect/read timeout of the source.")
+    stream_down_s: float = Field(default=60.0, gt=0, description="A source down this long "
+                                 "(reconnecting with backoff) ends the stream failed.")
+    model_cache_size: int = Field(
+        default=3, ge=1, description="Registry models (besides the default one) each child "
+        "keeps loaded; the least recently used is dropped, ONNX sessions included.",
+    )
     soft_shutdown_s: float = Field(
         default=0.0, ge=0,
         description="Celery soft shutdown: on a cold shutdown (SIGQUIT, or SIGTERM with "

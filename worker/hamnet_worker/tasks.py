@@ -170,23 +170,33 @@ def process_job(self: Any, job_id: str) -> str:
     terminal = False
     try:
         from hamnet.errors import HamnetError
+        from hamnet_jobs.registry import RegistryError
+        from hamnet_jobs.sources import SourceError
         from hamnet_jobs.storage import StorageUnavailable
+
+        from hamnet_worker.output import fetch_input, input_path, source_code, write_output
 
         def fail(code: str, message: str) -> None:
             store.fail(job_id, code, message, token=lease)
 
         try:
-            bundle = rt.bundle()
+            # the job's model, resolved at submission (registry version or the default)
+            bundle = rt.bundle_for(job.model, job.owner)
             params = job.params or {}
-            # local storage: the shared file; S3: a download into this job's scratch dir
-            video = storage.fetch(job_id)
+            # local storage: the shared file; S3: a download into this job's scratch dir;
+            # a remote source_url: downloaded into the scratch dir (docs/SOURCES.md)
+            video = fetch_input(job, storage, s, progress)
             result = _predict(bundle, video, progress, params, s)
             progress.done()
             result.setdefault("model", {})
+            result["model"]["ref"] = (job.model or {}).get("ref") or "default"
             if rt.provider:
                 result["model"].setdefault("provider", rt.provider)
             elif result["model"].get("provider"):
                 rt.provider = result["model"]["provider"]
+            output = write_output(job, result, s)  # before finish: a rerun rewrites it
+            if output is not None and not store.set_output(job_id, output, token=lease):
+                raise _stopped(store, job_id)
             if store.finish(job_id, result, token=lease):
                 outcome = "succeeded"
             else:
@@ -197,8 +207,12 @@ def process_job(self: Any, job_id: str) -> str:
             fail("time_limit_exceeded",
                  f"processing took longer than the {s.soft_time_limit:.0f} s limit")
         except HamnetError as e:
-            fail(getattr(e, "code", "invalid_video"),
-                 _client_message(str(e), job.filename, storage.upload_path(job_id)))
+            fail(source_code(job, getattr(e, "code", "invalid_video")),
+                 _client_message(str(e), job.filename, input_path(job, storage)))
+        except SourceError as e:
+            fail(e.code, e.message)
+        except RegistryError as e:  # the model version was deleted, or its files are bad
+            fail(e.code, str(e))
         except FileNotFoundError:
             fail("upload_missing", "the uploaded video is no longer stored")
         except StorageUnavailable:

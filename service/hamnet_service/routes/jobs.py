@@ -15,23 +15,31 @@ from hamnet_service.deps import (
     OwnedJob,
     Owner,
     Publisher,
+    Registry,
     Settings,
     Storage,
     Store,
     Telemetry,
 )
 from hamnet_service.errors import responses
-from hamnet_service.schemas import ActivityNetResult, Job, JobList, Result
+from hamnet_service.schemas import ActivityNetResult, Job, JobList, JobSourceRequest, Result
 from hamnet_service.services import jobs as service
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 
 _UPLOAD_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "required": ["file"],
+    # a `file`, or a remote `source_url` (docs/SOURCES.md)
+    "anyOf": [{"required": ["file"]}, {"required": ["source_url"]}],
     "additionalProperties": False,
     "properties": {
         "file": {"type": "string", "format": "binary", "description": "the video"},
+        "source_url": {"type": "string", "maxLength": 2048, "description":
+                       "instead of `file`: `https://`, `http://` or `s3://bucket/key` of the "
+                       "video, downloaded by the worker (docs/SOURCES.md)"},
+        "output_uri": {"type": "string", "maxLength": 2048, "description":
+                       "`s3://bucket/prefix/` (or `same`, next to an s3:// source): the "
+                       "result JSON is also written there"},
         "min_score": {"type": "number", "minimum": 0, "maximum": 1, "description":
                       "drop segments whose calibrated `confidence` (probability of a true "
                       "detection) is below this; on a bundle without calibration, whose raw "
@@ -47,6 +55,9 @@ _UPLOAD_SCHEMA: dict[str, Any] = {
                          "POSTed the job JSON when it finishes, signed (`Hamnet-Signature`); "
                          "public http(s) hosts only"},
         "tag": {"type": "string", "maxLength": 200, "description": "free text echoed back"},
+        "model": {"type": "string", "maxLength": 80, "description":
+                  "`NAME` (its latest version) or `NAME@VERSION` from `GET /v1/models`; "
+                  "default: `default`. Resolved at submission: the job keeps that version"},
     },
 }
 
@@ -67,22 +78,24 @@ def job_view(job: JobRecord) -> Job:
     "/jobs",
     status_code=202,
     response_model=Job,
-    summary="Upload a video and start a job",
+    summary="Upload a video (or name a remote one: `source_url`) and start a job",
     responses={202: {"description": "Accepted: the job is queued", "headers": {
                    "Location": {"description": "URL of the job", "schema": {"type": "string"}}}},
                200: {"model": Job, "description": "Idempotency-Key replay: the same job"},
-               **responses(400, 401, 408, 409, 413, 415, 422, 429, 500, 503, 507)},
+               **responses(400, 401, 404, 408, 409, 413, 415, 422, 429, 500, 503, 507)},
     openapi_extra={"requestBody": {"required": True, "content": {
-        "multipart/form-data": {"schema": _UPLOAD_SCHEMA}}}},
+        "multipart/form-data": {"schema": _UPLOAD_SCHEMA},
+        "application/json": {"schema": JobSourceRequest.model_json_schema()}}}},
 )
 async def create_job(
     request: Request, response: Response, owner: Owner, settings: Settings, store: Store,
     telemetry: Telemetry, storage: Storage, publisher: Publisher, models: Models,
-    idempotency_key: IdempotencyKey = None,
+    registry: Registry, idempotency_key: IdempotencyKey = None,
 ) -> Job:
     job, created = await service.submit_job(
         request, owner=owner, idempotency_key=idempotency_key, settings=settings,
         store=store, telemetry=telemetry, storage=storage, publisher=publisher, models=models,
+        registry=registry,
     )
     if not created:
         response.status_code = 200

@@ -18,6 +18,9 @@ sweeper fails after ``HAMNET_ORPHAN_AFTER_S``.
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
+import json
 import logging
 import math
 from typing import Any
@@ -25,6 +28,7 @@ from typing import Any
 from fastapi import Request
 from hamnet_jobs.queue import send_job
 from hamnet_jobs.record import JobRecord, new_job_id
+from hamnet_jobs.registry import ModelRegistry
 from hamnet_jobs.storage import Storage, StorageUnavailable
 from hamnet_jobs.store import IdempotencyConflict, JobStore
 from hamnet_jobs.telemetry import Telemetry
@@ -34,13 +38,16 @@ from starlette.concurrency import run_in_threadpool
 from hamnet_service.auth import ANONYMOUS
 from hamnet_service.errors import ApiError
 from hamnet_service.probing import ProbeLimits, probe_upload
+from hamnet_service.services import sources
+from hamnet_service.services.models import choose_model
 from hamnet_service.settings import ServiceSettings
 from hamnet_service.state import ModelState
 from hamnet_service.upload import Upload, receive
 
 log = logging.getLogger("hamnet.service")
 
-FIELDS = ("min_score", "min_raw_score", "include", "exclude", "callback_url", "tag")
+FIELDS = ("min_score", "min_raw_score", "include", "exclude", "callback_url", "tag", "model",
+          "source_url", "output_uri")
 
 
 def _number(raw: str) -> float:
@@ -109,10 +116,19 @@ def _discard(storage: Storage, job_id: str, stored: bool) -> None:
         asyncio.get_running_loop().run_in_executor(None, storage.remove, job_id)
 
 
+def upload_fingerprint(up: Upload, model: dict[str, Any]) -> str:
+    """What an Idempotency-Key is bound to for an upload: the video's content hash, every
+    form field and the resolved model, so the same video sent again with another model or
+    other options is a 409, not a silent replay of the first job."""
+    canon = json.dumps({"sha256": up.sha256, "fields": up.fields,
+                        "model": model.get("checksum")}, sort_keys=True)
+    return "upload:" + hashlib.sha256(canon.encode()).hexdigest()
+
+
 async def submit_job(
     request: Request, *, owner: str, idempotency_key: str | None, settings: ServiceSettings,
     store: JobStore, telemetry: Telemetry, storage: Storage, publisher: Any,
-    models: ModelState,
+    models: ModelState, registry: ModelRegistry | None = None,
 ) -> tuple[JobRecord, bool]:
     """Accept an upload as a job. Returns ``(job, created)``; ``created`` is False for an
     ``Idempotency-Key`` replay (the existing job)."""
@@ -132,14 +148,26 @@ async def submit_job(
         raise ApiError(429, "queue_full", f"{s.max_queue} jobs are waiting; retry later",
                        headers={"Retry-After": str(s.queue_retry_after_s)})
     job_id = new_job_id()
-    up = await receive(request, storage.partial_path(job_id), s.max_upload_bytes,
-                       s.max_field_bytes, s.max_fields, idle_s=s.partial_idle_s)
+    if sources.is_fields_only(request):  # a remote source as JSON or a url-encoded form
+        fields = await sources.read_fields(request, s.max_field_bytes * s.max_fields)
+        up = Upload(path=storage.partial_path(job_id), fields=fields)
+    else:
+        up = await receive(request, storage.partial_path(job_id), s.max_upload_bytes,
+                           s.max_field_bytes, s.max_fields, idle_s=s.partial_idle_s,
+                           require_file=False)
+    if up.size == 0 or up.fields.get("source_url", "").strip():
+        return await sources.submit_source_job(
+            up, owner=owner, scope=None if owner != ANONYMOUS else f"{owner}:{client}",
+            idempotency_key=idempotency_key, settings=s, store=store, publisher=publisher,
+            choose=functools.partial(choose_model, registry, models, owner))
     stored = False  # the upload may be in the object store (from the start of the commit on)
     created = False
     try:
-        bundle = models.get()
-        extra = await run_in_threadpool(parse_params, up, list(bundle.classes),
-                                        s.callback_allow_private)
+        # model=NAME[@VERSION]: resolved now (404 model_not_found discards the upload)
+        model, classes = await run_in_threadpool(choose_model, registry, models, owner,
+                                                 up.fields.get("model"))
+        extra = await run_in_threadpool(parse_params, up, classes, s.callback_allow_private)
+        extra["output"] = await run_in_threadpool(sources.upload_output, up, s)
         video = await run_in_threadpool(probe_upload, up.path, up.filename,
                                         ProbeLimits.from_settings(s))
         stored = True
@@ -155,10 +183,10 @@ async def submit_job(
         scope = None if owner != ANONYMOUS else f"{owner}:{client}"
         try:
             job, created = await run_in_threadpool(store.create, record, idempotency_key,
-                                                   scope)
+                                                   scope, upload_fingerprint(up, model))
         except IdempotencyConflict:
-            raise ApiError(409, "idempotency_key_reused",
-                           "this Idempotency-Key was used for a different upload") from None
+            raise ApiError(409, "idempotency_key_reused", "this Idempotency-Key was used for "
+                           "a different upload or different parameters") from None
         if not created:
             await run_in_threadpool(storage.remove, job_id)
             return job, False

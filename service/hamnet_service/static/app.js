@@ -327,6 +327,7 @@
     var fd = new FormData();
     fd.append("file", f, f.name);
     if (ms !== "") { fd.append("min_score", ms); }
+    if (window.hamnetModels) { window.hamnetModels.addTo(fd); }  // models.js: the picker
 
     var xhr = new XMLHttpRequest();
     state.xhr = xhr;
@@ -818,6 +819,6 @@
   }
 
   // exposed for debugging and tests
-  window.hamnet = { state: state, seek: seek, render: renderResult };
+  window.hamnet = { state: state, seek: seek, render: renderResult, showModel: showModel };
   init();
 })();
