@@ -476,7 +476,12 @@ def test_duration_limit(gw_b: httpx.Client, small_video: Path) -> None:
 
 
 def test_rate_limit(gw_b: httpx.Client, short_video: bytes) -> None:
-    codes = [post(gw_b, short_video, headers=auth("gamma")) for _ in range(9)]
+    # a per-minute window: keep posting (a loaded machine may straddle a window boundary)
+    codes = []
+    for _ in range(24):
+        codes.append(post(gw_b, short_video, headers=auth("gamma")))
+        if codes[-1].status_code == 429:
+            break
     limited = [r for r in codes if r.status_code == 429]
     assert limited, [r.status_code for r in codes]
     assert err(limited[0]) == "rate_limited" and int(limited[0].headers["retry-after"]) >= 1

@@ -134,9 +134,15 @@ def test_published_model_serves_without_restart(stack, api, bundle_dir: Path, sm
     assert result["model"]["name"] == "custom-mini"
     assert result["model"]["checksum"] == published["checksum"]
     assert stack["worker"].pid == pid and stack["worker"].alive()  # the same worker
-    hb = heartbeat(stack)
-    assert hb["model_loaded"] and [m["ref"] for m in hb["model"]["registry_models"]] \
-        == ["custom@1"]
+    # the heartbeat is rewritten every few seconds: wait for the one after the load
+    deadline = time.monotonic() + 30
+    while True:
+        hb = heartbeat(stack)
+        refs = [m["ref"] for m in hb["model"]["registry_models"]]
+        if refs == ["custom@1"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert hb["model_loaded"] and refs == ["custom@1"]
 
     # a job without model= still runs the default model
     plain = submit(api, small_video).json()
