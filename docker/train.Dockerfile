@@ -32,6 +32,7 @@ RUN pip install --no-compile --index-url "${TORCH_INDEX_URL}" --constraint /tmp/
 COPY pyproject.toml README.md ./
 COPY model ./model
 COPY worker ./worker
+COPY trainer ./trainer
 COPY service ./service
 RUN pip install --no-compile --no-deps . && pip check
 

@@ -114,8 +114,12 @@ def run(
     resume: TrainState | None = None,
     on_epoch: Callable[[TrainState, HAMNet], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    threads: int | None = None,
 ) -> HAMNet:
-    """Train ``cfg.train.max_epochs`` epochs (from ``resume.epoch + 1`` when resuming)."""
+    """Train ``cfg.train.max_epochs`` epochs (from ``resume.epoch + 1`` when resuming), on
+    ``threads`` intra-op threads when given (the training worker's share of the cores)."""
+    if threads:
+        torch.set_num_threads(threads)
     feat_dim = int(train[0].features.shape[1])
     cfg = replace(cfg, model=replace(cfg.model, feature_size=feat_dim, num_class=len(classes)))
     seed_everything(cfg.train.seed)

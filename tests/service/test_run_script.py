@@ -24,7 +24,9 @@ def _listening(port: int) -> bool:
 def test_run_script_starts_and_stops_everything(bundle_dir, tmp_path) -> None:
     port, redis_port = free_port(), free_port()
     env = dict(os.environ, HAMNET_BUNDLE=str(bundle_dir), HAMNET_HOME=str(tmp_path),
-               HAMNET_PORT=str(port), HAMNET_REDIS_PORT=str(redis_port), OMP_NUM_THREADS="1")
+               HAMNET_PORT=str(port), HAMNET_REDIS_PORT=str(redis_port), OMP_NUM_THREADS="1",
+               # the test command installed everything: run.sh must not reach for the registry
+               PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
     for k in ("HAMNET_REDIS_URL", "HAMNET_DATA_DIR", "HAMNET_API_KEYS"):
         env.pop(k, None)
     p = subprocess.Popen([str(ROOT / "scripts" / "run.sh")], env=env, cwd=ROOT, text=True,

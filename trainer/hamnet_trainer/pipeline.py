@@ -132,9 +132,6 @@ def _stages(rt: TrainerRuntime, rec: Any, token: str, scratch: Path) -> None:
     val_set = [by_name[n] for n in val_names]
     cfg = _config(rec.epochs, rec.seed)
 
-    import torch
-
-    torch.set_num_threads(rt.settings.threads)
     from hamnet_jobs.trainings import checkpoint_key
 
     resume = None
@@ -158,7 +155,7 @@ def _stages(rt: TrainerRuntime, rec: Any, token: str, scratch: Path) -> None:
     t2 = time.perf_counter()
     try:
         model = tr.run(cfg, classes, train_set, val_set, resume=resume, on_epoch=on_epoch,
-                       should_stop=should_stop)
+                       should_stop=should_stop, threads=rt.settings.threads)
     except tr.Stopped:
         raise Stop() from None
     seconds["train"] = round(time.perf_counter() - t2, 2)
